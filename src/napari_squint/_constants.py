@@ -1,0 +1,37 @@
+"""Every AnnData key that napari-squint reads by default or writes.
+
+Keeping the names in one place lets the CLI, the Python API and the napari
+widgets agree on them, and lets users find what a function wrote.
+"""
+
+from __future__ import annotations
+
+# --- keys read by default ---------------------------------------------------
+SECTION_KEY = "section"  #: obs column naming the section (slide / FOV / z-level)
+SPATIAL_KEY = "spatial"  #: obsm key holding (n, 2) coordinates
+CELL_TYPE_KEY = "cell_type"  #: obs column with cell-type labels, where present
+Z_KEY = "z"  #: obs column with the z position of a section in a stack
+
+# --- keys written -----------------------------------------------------------
+TOKEN_KEY = "squint_token"  #: obs, categorical token id of every cell
+CODES_KEY = "squint_codes"  #: obsm, (n, heads) code index per codebook head
+LATENT_KEY = "squint_latent"  #: obsm, (n, d) pre-quantisation latent
+QUANTISED_KEY = "squint_quantised"  #: obsm, (n, d) quantised latent
+IMPUTED_LAYER = "imputed"  #: layers, per-cell imputed counts
+IMPUTED_NBR_LAYER = "imputed_nbr"  #: layers, imputed microenvironment counts
+CREATED_KEY = "squint_created"  #: obs bool, cell placed by the empty-region fill
+HELDOUT_KEY = "squint_heldout"  #: obs bool, cell held out from training
+ACTIVATION_KEY = "squint_activation"  #: obs float in [0, 1], activation score
+PERTURBED_KEY = "squint_perturbed"  #: obs bool, expression replaced by a prototype
+TOKEN_BEFORE_KEY = "squint_token_before"  #: obs, token before a perturbation
+TOKEN_AFTER_KEY = "squint_token_after"  #: obs, token after a perturbation
+CIFM_EMB_KEY = "cifm_microenv"  #: obsm, CIFM microenvironment embedding
+CIFM_CELL_EMB_KEY = "cifm_cell"  #: obsm, CIFM cell embedding (edges removed)
+UNS_KEY = "squint"  #: uns, parameters of every squint call, by function
+
+# --- checkpoint files ---------------------------------------------------------
+CKPT_WEIGHTS = "model.safetensors"
+CKPT_WEIGHTS_PT = "weights.pt"
+CKPT_CONFIG = "config.json"
+CKPT_GENES = "genes.txt"
+CKPT_META = "meta.json"

@@ -1,0 +1,272 @@
+"""User-facing SQuINT model: AnnData in, AnnData out.
+
+>>> model = Squint(adata, section_key="section", genes="all", epochs=30)
+>>> model.train()
+>>> model.tokens(adata)            # writes obs['squint_token'], obsm['squint_latent']
+>>> model.save("my_model")
+>>> model = Squint.load("my_model")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from napari_squint import _constants as K
+from napari_squint import __version__
+from napari_squint.data.batch import chunks, make_batch
+from napari_squint.data.genes import align_genes, select_genes
+from napari_squint.data.prepare import PreparedSlide, prepare_slide
+from napari_squint.data.validate import SlideError
+from napari_squint.models.squint import SquintModule
+from napari_squint.nn.nb import nb_log_likelihood
+from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_squint.train.config import SquintConfig
+from napari_squint.train.device import resolve_device
+from napari_squint.train.events import ProgressEvent, drive
+from napari_squint.train.loop import iter_train
+
+
+class Squint:
+    """SQuINT: learn a vocabulary of discrete cell tokens from spatial transcriptomics.
+
+    Parameters
+    ----------
+    adata
+        Slide(s) with raw counts; several sections are stacked in one AnnData
+        and distinguished by ``obs[section_key]``. Never modified.
+    section_key
+        obs column naming sections (each gets its own graph and batch id);
+        ``None`` for a single section.
+    spatial_key
+        obsm key of the coordinates, in any unit.
+    layer
+        Counts layer (default ``X``).
+    genes
+        ``"all"``, the number of highly variable genes, or a list of names.
+    holdout
+        (n,) bool mask of cells excluded from training (inputs and losses).
+    config
+        A :class:`~napari_squint.train.config.SquintConfig`; keyword options
+        (``epochs=``, ``k=``, ``codebook_size=``, ``use_covariates=``...) override it.
+    allow_non_counts
+        Accept non-integer (normalised) values.
+    """
+
+    def __init__(
+        self,
+        adata: AnnData | None,
+        *,
+        section_key: str | None = K.SECTION_KEY,
+        spatial_key: str = K.SPATIAL_KEY,
+        layer: str | None = None,
+        genes: int | str | Sequence[str] | None = "all",
+        holdout: np.ndarray | None = None,
+        config: SquintConfig | None = None,
+        allow_non_counts: bool = False,
+        **options,
+    ):
+        self.config = (config or SquintConfig()).update(**options)
+        self.section_key, self.spatial_key, self.layer = section_key, spatial_key, layer
+        self.allow_non_counts = allow_non_counts
+        self.device = resolve_device(self.config.train.device)
+        if self.config.train.num_threads:
+            torch.set_num_threads(self.config.train.num_threads)
+        self.history: list[dict] = []
+        self.meta: dict = {}
+        self.data: PreparedSlide | None = None
+        if adata is None:  # used by load()
+            return
+        if section_key is not None and section_key not in adata.obs:
+            raise SlideError(f"section key {section_key!r} not found in adata.obs (columns: {list(adata.obs.columns)})")
+        train_adata = adata
+        if holdout is not None:
+            holdout = np.asarray(holdout, dtype=bool)
+            if holdout.shape != (adata.n_obs,):
+                raise SlideError(f"holdout mask has shape {holdout.shape}; expected ({adata.n_obs},)")
+            if holdout.all():
+                raise SlideError("holdout covers every cell: nothing is left to train on")
+            train_adata = adata[~holdout]
+        self.genes = select_genes(train_adata, genes, layer=layer,
+                                  batch_key=section_key if isinstance(genes, int) and section_key else None)
+        t0 = time.perf_counter()
+        self.data = prepare_slide(train_adata, self.genes, section_key=section_key, spatial_key=spatial_key,
+                                  layer=layer, graph=self.config.graph, allow_non_counts=allow_non_counts)
+        self.sections = list(self.data.sections)
+        self.meta.update(prepare_seconds=time.perf_counter() - t0, n_train_cells=int(self.data.n_cells),
+                         heldout_cells=adata.obs_names[holdout].tolist() if holdout is not None else [])
+        self._build()
+
+    def _build(self):
+        self.module = SquintModule(len(self.genes), len(self.sections), self.config.graph.n_rbf,
+                                   self.config.model).to(self.device)
+
+    # ------------------------------------------------------------------ train
+    def iter_train(self, *, epochs: int | None = None):
+        """Generator of :class:`ProgressEvent`; its return value is the history."""
+        if self.data is None:
+            raise RuntimeError("this model was loaded without training data; create Squint(adata) to train")
+        if epochs is not None:
+            self.config.train.epochs = int(epochs)
+        yield ProgressEvent("prepare", message=f"{self.data.n_cells} cells, {len(self.genes)} genes, "
+                                               f"{len(self.sections)} sections on {self.device}")
+        history = yield from iter_train(self.module, self.data, np.arange(self.data.n_cells),
+                                        self.config.train, self.device)
+        self.history.extend(history)
+        return history
+
+    def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        """Train the model; returns the per-epoch history (partial when cancelled)."""
+        n_before = len(self.history)
+        t0 = time.perf_counter()
+        _, cancelled = drive(self.iter_train(epochs=epochs), callback=callback, should_stop=should_stop)
+        self.meta["train_seconds"] = self.meta.get("train_seconds", 0.0) + time.perf_counter() - t0
+        self.meta["cancelled"] = cancelled
+        return self.history[n_before:]
+
+    # -------------------------------------------------------------- inference
+    def prepare(self, adata: AnnData, *, align: bool = False) -> PreparedSlide:
+        """Build the graph arrays of a slide for this model (model genes, known sections)."""
+        if align:
+            adata = align_genes(adata, self.genes, layer=self.layer)
+            layer = None
+        else:
+            layer = self.layer
+        section_key = self.section_key if (self.section_key and self.section_key in adata.obs) else None
+        return prepare_slide(adata, self.genes, section_key=section_key, spatial_key=self.spatial_key,
+                             layer=layer, graph=self.config.graph, sections=self.sections,
+                             allow_non_counts=self.allow_non_counts)
+
+    @torch.no_grad()
+    def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None, cells: np.ndarray | None = None,
+               batch_size: int = 8192, decode: bool = False) -> dict[str, np.ndarray]:
+        """Latents, codes and tokens of ``cells`` (default all) of prepared data.
+
+        ``masked`` (n,) marks cells whose input is replaced by the learned mask
+        token (imputation). ``decode=True`` adds ``probs``, the decoded gene
+        proportions (rows sum to 1) of each cell's microenvironment.
+        """
+        self.module.eval()
+        cells = np.arange(data.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
+        lat, qs, codes, probs = [], [], [], []
+        for idx in chunks(cells.size, batch_size):
+            b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
+            h, c = self.module.encode(b)
+            q, code, _ = self.module.codebook(h, update=False)
+            lat.append(h.cpu())
+            qs.append(q.cpu())
+            codes.append(code.cpu())
+            if decode:
+                probs.append(self.module.gene_probs(q, c).cpu())
+        codes_t = torch.cat(codes)
+        out = {"latent": torch.cat(lat).numpy(), "quantised": torch.cat(qs).numpy(), "codes": codes_t.numpy(),
+               "tokens": self.module.codebook.tokens(codes_t).numpy()}
+        if decode:
+            out["probs"] = torch.cat(probs).numpy()
+        return out
+
+    def tokens(self, adata: AnnData, *, key_added: str = K.TOKEN_KEY, copy: bool = False,
+               align: bool = False) -> AnnData | None:
+        """Assign every cell a token.
+
+        Writes ``obs[key_added]`` (categorical token ids), ``obsm['squint_latent']``,
+        ``obsm['squint_codes']`` (per head) and the parameters in
+        ``uns['squint']['tokens']``. Returns the AnnData when ``copy=True``.
+        """
+        data = self.prepare(adata, align=align)
+        res = self.encode(data)
+        target = adata.copy() if copy else adata
+        vocab = np.arange(self.module.codebook.vocabulary_size)
+        target.obs[key_added] = pd.Categorical(res["tokens"], categories=vocab[np.isin(vocab, res["tokens"])])
+        target.obsm[K.LATENT_KEY] = res["latent"]
+        target.obsm[K.CODES_KEY] = res["codes"]
+        target.uns.setdefault(K.UNS_KEY, {})["tokens"] = {
+            "params": {"key_added": key_added, "vocabulary_size": int(vocab.size),
+                       "heads": self.config.model.heads, "codebook_size": self.config.model.codebook_size},
+            "n_tokens_used": int(np.unique(res["tokens"]).size),
+        }
+        return target if copy else None
+
+    @torch.no_grad()
+    def reconstruction_report(self, data: PreparedSlide | None = None, *, max_cells: int = 20000, seed: int = 0) -> dict:
+        """Mean NB negative log-likelihood of X_nbr: the model versus a mean-profile baseline.
+
+        The baseline predicts every microenvironment as the global mean gene
+        proportions times its read depth, with its own gene-wise dispersion
+        fitted by maximum likelihood, so the comparison is fair to it.
+        """
+        data = data or self.data
+        rng = np.random.default_rng(seed)
+        cells = np.sort(rng.choice(data.n_cells, size=min(max_cells, data.n_cells), replace=False))
+        res = self.encode(data, cells=cells, decode=True)
+        x = torch.from_numpy(data.x_nbr[cells].toarray())
+        lib = x.sum(1, keepdim=True)
+        theta = self.module.log_theta.detach().cpu().exp()
+        model_nll = -nb_log_likelihood(x, torch.from_numpy(res["probs"]) * lib, theta).mean()
+        p0 = (x.sum(0) / x.sum()).clamp(min=1e-8)
+        mu0 = p0[None, :] * lib
+        log_t = torch.zeros(x.shape[1], requires_grad=True)
+        opt = torch.optim.Adam([log_t], lr=0.1)
+        with torch.enable_grad():
+            for _ in range(150):
+                opt.zero_grad()
+                loss = -nb_log_likelihood(x, mu0, log_t.exp()).mean()
+                loss.backward()
+                opt.step()
+        base_nll = -nb_log_likelihood(x, mu0, log_t.detach().exp()).mean()
+        return {"model_nb_nll": float(model_nll), "mean_profile_nb_nll": float(base_nll),
+                "ratio": float(model_nll / base_nll), "n_cells": int(cells.size)}
+
+    def codebook_stats(self, tokens: np.ndarray | None = None) -> dict:
+        """Utilisation (fraction of codes used per head) and perplexity over a slide's assignments."""
+        if tokens is None:
+            tokens = self.encode(self.data)["tokens"]
+        codes = self.module.codebook.codes_from_tokens(torch.as_tensor(tokens)).numpy()
+        kk = self.config.model.codebook_size
+        util, perp = [], []
+        for h in range(codes.shape[1]):
+            p = np.bincount(codes[:, h], minlength=kk) / codes.shape[0]
+            util.append(float((p > 0).mean()))
+            nz = p[p > 0]
+            perp.append(float(np.exp(-(nz * np.log(nz)).sum())))
+        return {"utilisation": float(np.mean(util)), "perplexity": float(np.mean(perp)),
+                "tokens_used": int(np.unique(tokens).size), "per_head_utilisation": util}
+
+    # ------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder (config, genes, sections, weights, history) atomically."""
+        meta = {**self.meta, "version": __version__, "model": "squint", "sections": self.sections,
+                "section_key": self.section_key, "spatial_key": self.spatial_key, "layer": self.layer,
+                "allow_non_counts": self.allow_non_counts, "history": self.history}
+        return save_checkpoint(path, state_dict=self.module.state_dict(), config=self.config.to_dict(),
+                               genes=self.genes, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> Squint:
+        """Load a saved model on any device, without unpickling."""
+        state, config, genes, meta = load_checkpoint(path)
+        if meta.get("model", "squint") != "squint":
+            raise SlideError(f"{path} holds a {meta.get('model')!r} model, not SQuINT")
+        cfg = SquintConfig.from_dict(config)
+        if device is not None:
+            cfg.train.device = device
+        self = cls(None, section_key=meta.get("section_key"), spatial_key=meta.get("spatial_key", K.SPATIAL_KEY),
+                   layer=meta.get("layer"), config=cfg, allow_non_counts=meta.get("allow_non_counts", False))
+        self.genes, self.sections = genes, list(meta["sections"])
+        self.history, self.meta = list(meta.get("history", [])), meta
+        self._build()
+        self.module.load_state_dict(state)
+        self.module.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"Squint(genes={len(self.genes)}, sections={len(self.sections)}, codebook={m.codebook_size}x{m.heads} heads, "
+                f"latent={m.latent}, covariates={m.use_covariates}, device={self.device})")

@@ -1,0 +1,27 @@
+"""``squint tokens MODEL_DIR DATA --out OUT.h5ad``."""
+
+from __future__ import annotations
+
+from napari_squint.cli import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tokens", help="assign every cell a token with a trained model")
+    p.add_argument("model_dir")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="output .h5ad (the input is never modified)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--align-genes", action="store_true", help="fill genes the slide lacks with zeros")
+    common.add_slide_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from napari_squint.io.write import write_h5ad
+
+    model = common.load_model(args.model_dir, device=args.device)
+    adata = common.read(args, args.data)
+    model.tokens(adata, align=args.align_genes)
+    write_h5ad(adata, args.out)
+    print(f"wrote {args.out}: {adata.obs['squint_token'].nunique()} tokens used over {adata.n_obs} cells")
+    return 0

@@ -1,0 +1,74 @@
+"""``squint train DATA --out MODEL_DIR``."""
+
+from __future__ import annotations
+
+import json
+
+from napari_squint.cli import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a SQuINT (or CIFM) model on a slide")
+    p.add_argument("data", help=".h5ad or SpatialData .zarr")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--model", choices=["squint", "cifm"], default="squint")
+    p.add_argument("--genes", default="all", help="'all' or the number of highly variable genes")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--codebook-size", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--k", type=int, default=None, help="nearest neighbours (default 8)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-covariates", action="store_true", help="the 'SQuINT w/o C' ablation")
+    p.add_argument("--zero-mask", action="store_true", help="the zero-mask ablation (no learnable mask token)")
+    p.add_argument("--holdout", default=None, help="GeoJSON polygons whose cells are excluded from training")
+    p.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
+    common.add_slide_options(p)
+    p.set_defaults(run=run)
+
+
+def options(args) -> dict:
+    opts = {"seed": args.seed, "device": args.device}
+    for name in ("epochs", "codebook_size", "heads", "k", "batch_size"):
+        v = getattr(args, name, None)
+        if v is not None:
+            opts[name] = v
+    if args.no_covariates:
+        opts["use_covariates"] = False
+    if args.zero_mask:
+        opts["learnable_mask"] = False
+    return opts
+
+
+def run(args) -> int:
+    from napari_squint.cli.progress import TerminalProgress
+
+    adata = common.read(args, args.data)
+    holdout = None
+    if args.holdout:
+        from napari_squint.io.geojson import cells_in_regions, read_polygons
+
+        holdout = cells_in_regions(adata, read_polygons(args.holdout), section_key=common.section_key(args),
+                                   spatial_key=args.spatial_key)
+        print(f"holding out {int(holdout.sum())} cells inside {args.holdout}")
+    genes = args.genes if args.genes == "all" else int(args.genes)
+    if args.distributed:
+        from napari_squint.train.distributed import train_distributed_cli
+
+        return train_distributed_cli(args, adata, holdout=holdout, genes=genes, options=options(args))
+    if args.model == "cifm":
+        from napari_squint.api.cifm import Cifm
+
+        model = Cifm(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
+                     holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
+    else:
+        from napari_squint.api.squint import Squint
+
+        model = Squint(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
+                       holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
+    model.train(callback=TerminalProgress())
+    path = model.save(args.out)
+    summary = {"model": str(path), "history_last": model.history[-1] if model.history else None}
+    print(json.dumps(summary, indent=1, default=float))
+    return 0

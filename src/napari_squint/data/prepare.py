@@ -1,0 +1,165 @@
+"""Slides -> the arrays a model trains on.
+
+:class:`PreparedSlide` holds, for all sections stacked together (graphs never
+cross sections):
+
+* ``counts`` (n, g) CSR raw counts of the model's genes,
+* ``x_in`` (n, g) CSR log1p(counts normalised to 10^4) model inputs (scanpy),
+* ``nbr`` (n, m) padded neighbour table in global indices (-1 padding),
+* ``x_nbr`` (n, g) CSR microenvironment counts (cell + neighbours),
+* ``cond`` (n, R) relative-distance covariates, ``batch`` (n,) section ids,
+* ``tile`` (n,) spatial tile ids used to form mini-batches.
+
+Everything is sparse or O(n * k): nothing here is a dense cells x genes matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from napari_squint.data.covariates import rbf_covariates
+from napari_squint.data.graph import knn_graph, median_nn_distance, neighbourhood_sum
+from napari_squint.data.validate import SlideError, validate_slide
+
+
+@dataclass
+class GraphConfig:
+    """How a slide becomes a graph. Shared by the API, the CLI and the plugin."""
+
+    k: int = 8  #: nearest neighbours (symmetrised)
+    max_degree: int = 16  #: width of the padded neighbour table
+    n_rbf: int = 16  #: RBF centres of the distance covariates
+    rbf_max: float = 4.0  #: largest centre, in median-NN units
+    tile_cells: int = 256  #: target cells per spatial tile (mini-batch unit)
+
+
+@dataclass
+class PreparedSlide:
+    counts: sp.csr_matrix
+    x_in: sp.csr_matrix
+    nbr: np.ndarray
+    x_nbr: sp.csr_matrix
+    cond: np.ndarray
+    batch: np.ndarray
+    tile: np.ndarray
+    coords: np.ndarray
+    obs_names: pd.Index
+    genes: list[str]
+    sections: list[str]
+    scales: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_cells(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return self.counts.shape[1]
+
+
+def log_normalise_sparse(counts: sp.csr_matrix, target_sum: float = 1e4) -> sp.csr_matrix:
+    """log1p of counts normalised to ``target_sum`` per row (scanpy), kept sparse."""
+    import scanpy as sc
+
+    tmp = AnnData(X=sp.csr_matrix(counts, dtype=np.float32))
+    sc.pp.normalize_total(tmp, target_sum=target_sum)
+    sc.pp.log1p(tmp)
+    return sp.csr_matrix(tmp.X, dtype=np.float32)
+
+
+def _tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
+    """Grid tiles holding about ``tile_cells`` cells each (ids local to the section)."""
+    n = coords.shape[0]
+    n_tiles = max(1, int(round(n / tile_cells)))
+    lo, hi = coords.min(0), coords.max(0)
+    span = np.maximum(hi - lo, 1e-12)
+    aspect = span[0] / span[1]
+    nx = max(1, int(round(np.sqrt(n_tiles * aspect))))
+    ny = max(1, int(round(n_tiles / nx)))
+    ix = np.minimum(((coords[:, 0] - lo[0]) / span[0] * nx).astype(np.int64), nx - 1)
+    iy = np.minimum(((coords[:, 1] - lo[1]) / span[1] * ny).astype(np.int64), ny - 1)
+    return ix * ny + iy
+
+
+def prepare_slide(
+    adata: AnnData,
+    genes: list[str],
+    *,
+    section_key: str | None,
+    spatial_key: str,
+    layer: str | None = None,
+    graph: GraphConfig | None = None,
+    sections: list[str] | None = None,
+    allow_non_counts: bool = False,
+    validate: bool = True,
+) -> PreparedSlide:
+    """Validate a slide and build every array the models need.
+
+    Parameters
+    ----------
+    adata
+        The slide; several sections are stacked, each with its own graph.
+    genes
+        Model genes, in model order; all must be present in ``adata``.
+    sections
+        Known section names in batch-id order (a trained model's sections);
+        sections not in the list get the "unknown" batch id ``len(sections)``.
+    """
+    graph = graph or GraphConfig()
+    if validate:
+        counts_all, coords, sec = validate_slide(
+            adata, section_key=section_key, spatial_key=spatial_key, layer=layer, k=graph.k,
+            allow_non_counts=allow_non_counts,
+        )
+    else:
+        from napari_squint.data.validate import check_coordinates, check_sections, get_counts
+
+        counts_all = get_counts(adata, layer)
+        coords = check_coordinates(adata, spatial_key)
+        sec = check_sections(adata, section_key, min_cells=graph.k + 1)
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise SlideError(
+            f"{len(missing)} of the model's {len(genes)} genes are missing from the slide, e.g. {missing[:5]}; "
+            "the model was trained on other genes (use align_genes=True to fill them with zeros)"
+        )
+    gidx = adata.var_names.get_indexer(genes)
+    counts = sp.csr_matrix(counts_all[:, gidx], dtype=np.float32)
+    x_in = log_normalise_sparse(counts)
+
+    names = [str(s) for s in sec.cat.categories]
+    known = list(sections) if sections is not None else names
+    n = adata.n_obs
+    m = graph.max_degree
+    nbr = np.full((n, m), -1, dtype=np.int64)
+    cond = np.zeros((n, graph.n_rbf), dtype=np.float32)
+    tile = np.zeros(n, dtype=np.int64)
+    batch = np.zeros(n, dtype=np.int64)
+    scales: dict[str, float] = {}
+    codes = sec.cat.codes.to_numpy()
+    tile_offset = 0
+    for s_code, s_name in enumerate(names):
+        idx = np.flatnonzero(codes == s_code)
+        if idx.size == 0:
+            continue
+        xy = coords[idx]
+        local_nbr, _, dist = knn_graph(xy, graph.k, max_degree=m)
+        nbr[idx] = np.where(local_nbr >= 0, idx[np.maximum(local_nbr, 0)], -1)
+        scale = median_nn_distance(xy)
+        scales[s_name] = scale
+        cond[idx] = rbf_covariates(dist, scale, n_rbf=graph.n_rbf, max_dist=graph.rbf_max)
+        t = _tiles(xy, graph.tile_cells)
+        _, t = np.unique(t, return_inverse=True)
+        tile[idx] = t + tile_offset
+        tile_offset += int(t.max()) + 1
+        batch[idx] = known.index(s_name) if s_name in known else len(known)
+    x_nbr = neighbourhood_sum(counts, nbr)
+    return PreparedSlide(
+        counts=counts, x_in=x_in, nbr=nbr, x_nbr=x_nbr, cond=cond, batch=batch, tile=tile,
+        coords=coords, obs_names=adata.obs_names.copy(), genes=list(genes), sections=known, scales=scales,
+    )

@@ -1,0 +1,144 @@
+"""Input checks for slides: every failure names the key or value at fault."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+
+class SlideError(ValueError):
+    """A slide that cannot be used as given (bad counts, coordinates, sections...)."""
+
+
+def get_counts(adata: AnnData, layer: str | None):
+    """Return the counts matrix: ``adata.layers[layer]`` or ``adata.X``."""
+    if layer is None:
+        if adata.X is None:
+            raise SlideError("adata.X is empty; name the counts layer with `layer=`")
+        return adata.X
+    if layer not in adata.layers:
+        raise SlideError(
+            f"counts layer {layer!r} not found in adata.layers (available: {list(adata.layers)})"
+        )
+    return adata.layers[layer]
+
+
+def check_counts(X, *, where: str, allow_non_counts: bool = False, sample: int = 200_000) -> None:
+    """Counts must be finite, non-negative integers.
+
+    Parameters
+    ----------
+    X
+        Dense or sparse (n, g) matrix.
+    where
+        Name of the matrix (``"adata.X"`` or ``"adata.layers['counts']"``) for messages.
+    allow_non_counts
+        Accept non-integer values (normalised data) when the user asks for it.
+    sample
+        Check at most this many stored values (seeded, evenly spaced) for integrality.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size == 0:
+        return
+    if not np.issubdtype(data.dtype, np.number):
+        raise SlideError(f"{where} has non-numeric dtype {data.dtype}")
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            raise SlideError(f"{where} contains NaN or infinite values")
+    if data.min() < 0:
+        raise SlideError(
+            f"{where} contains negative values (min {data.min():.3g}); raw counts are required"
+        )
+    if allow_non_counts or np.issubdtype(data.dtype, np.integer):
+        return
+    step = max(1, data.size // sample)
+    probe = data[::step]
+    if not np.allclose(probe, np.round(probe), atol=1e-6):
+        raise SlideError(
+            f"{where} holds non-integer values (e.g. {probe[np.abs(probe - np.round(probe)) > 1e-6][:3]}); "
+            "it looks normalised or log-transformed. Give the raw counts layer with `layer=`, "
+            "or pass allow_non_counts=True (CLI: --allow-non-counts) to use it anyway."
+        )
+
+
+def check_coordinates(adata: AnnData, spatial_key: str) -> np.ndarray:
+    """Return (n, 2) float64 coordinates from ``adata.obsm[spatial_key]`` after checking them."""
+    if spatial_key not in adata.obsm:
+        raise SlideError(
+            f"coordinates key {spatial_key!r} not found in adata.obsm (available: {list(adata.obsm)})"
+        )
+    coords = adata.obsm[spatial_key]
+    if isinstance(coords, pd.DataFrame):
+        coords = coords.to_numpy()
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[0] != adata.n_obs or coords.shape[1] < 2:
+        raise SlideError(
+            f"adata.obsm[{spatial_key!r}] has shape {coords.shape}; expected ({adata.n_obs}, 2)"
+        )
+    coords = coords[:, :2]
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        first = adata.obs_names[np.flatnonzero(bad)[:3]].tolist()
+        raise SlideError(
+            f"adata.obsm[{spatial_key!r}] has {int(bad.sum())} cells with NaN/inf coordinates, e.g. {first}"
+        )
+    return coords
+
+
+def check_sections(adata: AnnData, section_key: str | None, *, min_cells: int) -> pd.Series:
+    """Return the section label of each cell as a categorical Series.
+
+    ``section_key=None`` treats the whole table as one section named ``"0"``.
+    """
+    if section_key is None:
+        return pd.Series(pd.Categorical(["0"] * adata.n_obs), index=adata.obs_names)
+    if section_key not in adata.obs:
+        raise SlideError(
+            f"section key {section_key!r} not found in adata.obs (available: {list(adata.obs.columns)})"
+        )
+    sec = adata.obs[section_key]
+    if sec.isna().any():
+        raise SlideError(f"adata.obs[{section_key!r}] has {int(sec.isna().sum())} missing values")
+    sec = sec.astype(str).astype("category")
+    counts = sec.value_counts()
+    small = counts[counts < min_cells]
+    if len(small):
+        raise SlideError(
+            f"sections in adata.obs[{section_key!r}] with fewer than {min_cells} cells (k+1): "
+            f"{dict(small)}; drop them or lower k"
+        )
+    return sec
+
+
+def validate_slide(
+    adata: AnnData,
+    *,
+    section_key: str | None,
+    spatial_key: str,
+    layer: str | None,
+    k: int,
+    allow_non_counts: bool = False,
+):
+    """Check a slide and return ``(counts, coords, sections)``.
+
+    Raises
+    ------
+    SlideError
+        With a message naming the key at fault.
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise SlideError(f"empty slide: {adata.n_obs} cells x {adata.n_vars} genes")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
+        raise SlideError(f"duplicate cell ids in adata.obs_names, e.g. {dup}")
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
+        raise SlideError(f"duplicate gene names in adata.var_names, e.g. {dup}")
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    counts = get_counts(adata, layer)
+    check_counts(counts, where=where, allow_non_counts=allow_non_counts)
+    coords = check_coordinates(adata, spatial_key)
+    sections = check_sections(adata, section_key, min_cells=k + 1)
+    return counts, coords, sections

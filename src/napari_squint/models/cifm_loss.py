@@ -1,0 +1,79 @@
+"""Balanced mean-squared error of CIFM (appendix B.3, eq. 15).
+
+Expression matrices are mostly zeros; a plain MSE is dominated by them and
+rewards predicting 0 everywhere. The balanced MSE gives the expressed entries
+(``target > 0``) and the unexpressed ones (``target == 0``) half the weight
+each::
+
+    L = 0.5 * mean_{target > 0} (target - pred)^2 + 0.5 * mean_{target == 0} (target - pred)^2
+
+When one of the two sets is empty (a sample with every entry expressed, or
+none), the loss is the mean over the other set alone (weight 1), so it stays
+an MSE instead of being halved. Negative targets (never present in log1p
+expression) are counted with the zeros, so no entry is dropped.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+__all__ = ["balanced_mse"]
+
+
+def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None) -> Tensor:
+    """Balanced MSE between masked expression and its reconstruction (eq. 15).
+
+    Parameters
+    ----------
+    target
+        ``(m, g)`` true expression of the masked cells (non-negative).
+    pred
+        ``(m, g)`` reconstruction, same shape as ``target``.
+    batch
+        Optional ``(m,)`` int64 sample index of each row. Then the balanced MSE
+        is computed per sample and averaged over the samples that have rows
+        (the ``1/K`` sum of eq. 15). ``None`` treats all rows as one sample.
+
+    Returns
+    -------
+    Tensor
+        Scalar loss, differentiable with respect to ``pred``.
+    """
+    if target.shape != pred.shape:
+        raise ValueError(
+            f"target and pred must have the same shape, got {tuple(target.shape)} "
+            f"and {tuple(pred.shape)}"
+        )
+    if target.numel() == 0:
+        raise ValueError("target is empty: balanced_mse needs at least one entry")
+    target = target.to(pred.dtype)
+    se = (target - pred) ** 2
+    pos = (target > 0).to(pred.dtype)
+    neg = 1.0 - pos
+
+    if batch is None:
+        sums_pos, sums_neg = (se * pos).sum(), (se * neg).sum()
+        n_pos, n_neg = pos.sum(), neg.sum()
+    else:
+        if batch.dim() != 1 or batch.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"batch must have shape ({target.shape[0]},), got {tuple(batch.shape)}"
+            )
+        n_samples = int(batch.max()) + 1
+
+        def per_sample(v: Tensor) -> Tensor:
+            rows = v.reshape(v.shape[0], -1).sum(dim=1)
+            return rows.new_zeros(n_samples).index_add(0, batch, rows)
+
+        sums_pos, sums_neg = per_sample(se * pos), per_sample(se * neg)
+        n_pos, n_neg = per_sample(pos), per_sample(neg)
+
+    has_pos, has_neg = (n_pos > 0).to(se.dtype), (n_neg > 0).to(se.dtype)
+    mean_pos = sums_pos / n_pos.clamp_min(1)
+    mean_neg = sums_neg / n_neg.clamp_min(1)
+    n_sets = has_pos + has_neg  # 0 only for samples without rows
+    per = (has_pos * mean_pos + has_neg * mean_neg) / n_sets.clamp_min(1)
+    if batch is None:
+        return per
+    present = n_sets > 0
+    return per[present].mean()

@@ -1,0 +1,138 @@
+"""The SQuINT graph VQ-VAE (paper section 4): encoder, codebook, two decoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import SAGEConv
+
+from napari_squint.data.batch import Batch
+from napari_squint.nn.codebook import CosineCodebook
+from napari_squint.nn.film import FiLM
+from napari_squint.nn.mlp import mlp
+from napari_squint.nn.nb import nb_log_likelihood
+from napari_squint.train.config import ModelConfig
+
+
+class FiLMDecoder(nn.Module):
+    """MLP from a code to gene logits, with FiLM conditioning at each hidden layer."""
+
+    def __init__(self, latent: int, hidden: int, n_genes: int, cond_dim: int, n_layers: int = 2):
+        super().__init__()
+        sizes = [latent] + [hidden] * n_layers
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in sizes[1:])
+        self.films = nn.ModuleList(FiLM(cond_dim, b) for b in sizes[1:]) if cond_dim > 0 else None
+        self.out = nn.Linear(hidden, n_genes)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        h = z
+        for i, (lin, norm) in enumerate(zip(self.linears, self.norms)):
+            h = norm(lin(h))
+            if self.films is not None:
+                h = self.films[i](h, c)
+            h = F.gelu(h)
+        return self.out(h)
+
+
+class SquintModule(nn.Module):
+    """Graph VQ-VAE of SQuINT.
+
+    Encoder: 2-layer MLP on (masked) inputs -> GraphSAGE (mean) -> FiLM on
+    [C, section embedding] (zero-initialised, residual). Quantiser: multi-head
+    cosine codebook. Decoders: a FiLM MLP giving a softmax over genes scaled by
+    the neighbourhood's read depth (negative-binomial mean of X_nbr), and an
+    inner-product adjacency decoder on edge vectors computed from the codes.
+
+    Parameters
+    ----------
+    n_genes
+        Input and output genes (g).
+    n_batches
+        Sections seen in training; id ``n_batches`` means "unknown section".
+    n_cond
+        Width of the relative-distance covariates C.
+    cfg
+        :class:`~napari_squint.train.config.ModelConfig`.
+    """
+
+    def __init__(self, n_genes: int, n_batches: int, n_cond: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.n_genes, self.n_batches, self.n_cond = n_genes, n_batches, n_cond
+        self.mask_token = nn.Parameter(torch.zeros(n_genes), requires_grad=cfg.learnable_mask)
+        self.enc_mlp = mlp([n_genes, cfg.hidden, cfg.hidden], last_activation=True)
+        self.sage = SAGEConv(cfg.hidden, cfg.latent, aggr="mean")
+        cond_dim = (n_cond + cfg.batch_embed) if cfg.use_covariates else 0
+        self.cond_dim = cond_dim
+        self.batch_emb = nn.Embedding(n_batches + 1, cfg.batch_embed)
+        self.enc_film = FiLM(cond_dim, cfg.latent) if cond_dim else None
+        self.codebook = CosineCodebook(cfg.latent, cfg.codebook_size, heads=cfg.heads,
+                                       decay=cfg.ema_decay, dead_threshold=cfg.dead_threshold)
+        self.decoder = FiLMDecoder(cfg.latent, cfg.hidden, n_genes, cond_dim)
+        self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
+        self.adj = mlp([cfg.latent, cfg.hidden, cfg.adj_dim], norm=False)
+
+    @torch.no_grad()
+    def init_from_data(self, gene_props: torch.Tensor) -> None:
+        """Start the decoder at the data's mean gene proportions (softmax bias = log p)."""
+        self.decoder.out.bias.copy_(torch.log(gene_props.clamp(min=1e-8)).to(self.decoder.out.bias))
+
+    # ---------------------------------------------------------------- encoder
+    def conditions(self, cond: torch.Tensor, batch_id: torch.Tensor) -> torch.Tensor | None:
+        if not self.cond_dim:
+            return None
+        return torch.cat([cond, self.batch_emb(batch_id)], dim=-1)
+
+    def masked_input(self, x_in: torch.Tensor, masked: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """Eq. 4: masked nodes get the mask token plus N(0, noise^2) noise."""
+        if not bool(masked.any()):
+            return x_in
+        m = self.mask_token.to(x_in.dtype).expand(int(masked.sum()), -1)
+        if noise > 0:
+            m = m + noise * torch.randn_like(m)
+        x = x_in.clone()
+        x[masked] = m
+        return x
+
+    def encode(self, batch: Batch, *, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pre-quantisation latents of the seeds: (B, latent), and the condition vector."""
+        x = self.masked_input(batch.x_in, batch.masked, noise)
+        h_all = self.enc_mlp(x)
+        h = self.sage((h_all, h_all[batch.seed_local]), batch.edge_index)
+        c = self.conditions(batch.cond, batch.batch_id)
+        if self.enc_film is not None:
+            h = self.enc_film(h, c)
+        return h, c
+
+    # ---------------------------------------------------------------- decoders
+    def gene_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """Softmax over genes of the decoded code: (B, g)."""
+        return torch.softmax(self.decoder(z, c), dim=-1)
+
+    def edge_logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        e = self.adj(z)
+        return (e[pairs[0]] * e[pairs[1]]).sum(-1)
+
+    # ------------------------------------------------------------------ losses
+    def forward(self, batch: Batch, *, noise: float = 0.0):
+        """Encode, quantise and decode a batch; return the latents, codes and losses."""
+        h, c = self.encode(batch, noise=noise)
+        q, codes, vq = self.codebook(h)
+        out = {"latent": h, "quantised": q, "codes": codes, **vq}
+        if batch.x_nbr is not None:
+            probs = self.gene_probs(q, c)
+            lib = batch.x_nbr.sum(-1, keepdim=True)
+            mu = probs * lib
+            theta = self.log_theta.exp()
+            ll = nb_log_likelihood(batch.x_nbr, mu, theta)
+            out["nb_loss"] = -ll.mean()
+        if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
+            pos = self.edge_logits(q, batch.pos_edges)
+            neg = self.edge_logits(q, batch.neg_edges)
+            logits = torch.cat([pos, neg])
+            target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+            out["adj_loss"] = F.binary_cross_entropy_with_logits(logits, target)
+        out["mask_norm"] = (self.mask_token**2).sum()
+        return out

@@ -1,0 +1,31 @@
+"""Negative-binomial log-likelihood (mean / inverse-dispersion parameterisation)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    r"""Element-wise :math:`\log \mathrm{NB}(x; \mu, \theta)`.
+
+    .. math::
+        \log\Gamma(x+\theta) - \log\Gamma(\theta) - \log\Gamma(x+1)
+        + \theta \log\frac{\theta}{\theta+\mu} + x \log\frac{\mu}{\theta+\mu}
+
+    Parameters
+    ----------
+    x
+        (B, g) observed counts.
+    mu
+        (B, g) positive means.
+    theta
+        (g,) or (B, g) positive inverse dispersions.
+    """
+    log_theta_mu = torch.log(theta + mu + eps)
+    return (
+        theta * (torch.log(theta + eps) - log_theta_mu)
+        + x * (torch.log(mu + eps) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )

@@ -1,0 +1,115 @@
+"""The SQuINT training loop, written as a generator of progress events.
+
+The loop only touches a model through ``module(batch)`` and the optimiser, so
+wrapping the module in DistributedDataParallel and sharding ``cells`` across
+ranks is all that distributed training changes (see ``train/distributed.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from napari_squint.data.batch import chunks, epoch_batches, make_batch
+from napari_squint.data.prepare import PreparedSlide
+from napari_squint.train.config import TrainConfig
+from napari_squint.train.events import ProgressEvent
+
+
+def mask_fraction(epoch: int, n_epochs: int, start: float, end: float) -> float:
+    """Masked fraction annealed linearly from ``start`` (first epoch) to ``end`` (last)."""
+    if n_epochs <= 1:
+        return end
+    return start + (end - start) * epoch / (n_epochs - 1)
+
+
+def _core(module):
+    return module.module if hasattr(module, "module") else module
+
+
+@torch.no_grad()
+def init_codebook(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device, *, batch_size=8192):
+    """k-means initialisation of the codebook on unmasked latents of a cell sample."""
+    core = _core(module)
+    rng = np.random.default_rng(cfg.seed + 1)
+    sample = rng.choice(cells, size=min(cfg.kmeans_cells, cells.size), replace=False)
+    was = core.training
+    core.eval()
+    lat = []
+    for idx in chunks(sample.size, batch_size):
+        b = make_batch(data, sample[idx], targets=False).to(device)
+        h, _ = core.encode(b)
+        lat.append(h)
+    core.codebook.init_kmeans(torch.cat(lat), seed=cfg.seed)
+    core.train(was)
+
+
+def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device: torch.device,
+               *, optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0):
+    """Train ``module`` on the seed ``cells`` of ``data``; yield :class:`ProgressEvent`.
+
+    Returns (as the generator's value) the per-epoch history: a list of dicts
+    with mean losses, codebook utilisation/perplexity over the epoch, seconds
+    and cells per second.
+    """
+    core = _core(module)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    cells = np.asarray(cells, dtype=np.int64)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if not bool(core.codebook.initted):
+        yield ProgressEvent("kmeans", message="k-means initialisation of the codebook")
+        init_codebook(module, data, cells, cfg, device)
+        tot = np.asarray(data.x_nbr[cells].sum(0)).ravel()
+        core.init_from_data(torch.from_numpy(tot / max(tot.sum(), 1.0)).float().to(device))
+    n_batches_est = max(1, int(np.ceil(cells.size / cfg.batch_size)))
+    history = []
+    vocab = core.codebook.codebook_size
+    for epoch in range(start_epoch, cfg.epochs):
+        module.train()
+        t0 = time.perf_counter()
+        frac = mask_fraction(epoch, cfg.epochs, cfg.mask_start, cfg.mask_end)
+        masked = rng.random(data.n_cells) < frac
+        sums: dict[str, float] = defaultdict(float)
+        usage = torch.zeros(core.codebook.heads, vocab)
+        n_steps = 0
+        for step, seeds in enumerate(epoch_batches(data, cells, cfg.batch_size, rng)):
+            bid = data.batch[seeds].copy()
+            if cfg.batch_unknown_p > 0:
+                bid[rng.random(seeds.size) < cfg.batch_unknown_p] = core.n_batches
+            batch = make_batch(data, seeds, masked=masked, rng=rng, batch_id=bid).to(device, non_blocking=True)
+            out = module(batch, noise=cfg.mask_noise)
+            vq = out["code_loss"] + out["commit_loss"]
+            loss = cfg.lambda_x * out["nb_loss"] + cfg.lambda_e * vq + cfg.lambda_m * out["mask_norm"]
+            if "adj_loss" in out:
+                loss = loss + cfg.lambda_a * out["adj_loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            optimizer.step()
+            if step % 10 == 9:
+                core.codebook.reseed_dead(core.codebook.split(out["latent"].detach()), generator=gen)
+            usage += torch.nn.functional.one_hot(out["codes"].cpu(), vocab).sum(0)
+            for key in ("nb_loss", "adj_loss", "code_loss", "commit_loss", "perplexity"):
+                if key in out:
+                    sums[key] += float(out[key].detach())
+            sums["loss"] += float(loss.detach())
+            n_steps += 1
+            yield ProgressEvent("step", step=step + 1, total=n_batches_est, epoch=epoch + 1, n_epochs=cfg.epochs,
+                                metrics={"loss": float(loss.detach())})
+        dt = time.perf_counter() - t0
+        p = usage / usage.sum(1, keepdim=True).clamp(min=1)
+        ent = -(p * torch.log(p + 1e-10)).sum(1)
+        rec = {k: v / max(n_steps, 1) for k, v in sums.items()}
+        rec.update(epoch=epoch + 1, mask_fraction=frac, seconds=dt, cells_per_s=cells.size / dt,
+                   utilisation=float((usage > 0).float().mean()), epoch_perplexity=float(ent.exp().mean()),
+                   codebook_size=vocab)
+        history.append(rec)
+        yield ProgressEvent("epoch", epoch=epoch + 1, n_epochs=cfg.epochs, step=epoch + 1, total=cfg.epochs,
+                            metrics=rec)
+    return history

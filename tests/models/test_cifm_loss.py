@@ -1,0 +1,73 @@
+"""Balanced MSE (CIFM eq. 15)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_squint.models.cifm_loss import balanced_mse
+
+
+def loop_formula(target: torch.Tensor, pred: torch.Tensor) -> float:
+    pos, zero = [], []
+    for j in range(target.shape[0]):
+        for k in range(target.shape[1]):
+            se = float(target[j, k] - pred[j, k]) ** 2
+            (pos if target[j, k] > 0 else zero).append(se)
+    if pos and zero:
+        return sum(pos) / (2 * len(pos)) + sum(zero) / (2 * len(zero))
+    return sum(pos or zero) / len(pos or zero)
+
+
+def test_matches_loop_formula():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    target[target < 0.7] = 0.0
+    pred = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    assert 0 < int((target > 0).sum()) < target.numel()
+    assert float(balanced_mse(target, pred)) == pytest.approx(loop_formula(target, pred), rel=1e-12)
+
+
+def test_hand_example():
+    target = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    pred = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    # expressed: (2-1)^2 / 1 = 1; zeros: (1 + 0 + 0) / 3; weights 1/2 each
+    assert float(balanced_mse(target, pred)) == pytest.approx(0.5 * 1 + 0.5 / 3)
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.5])
+def test_one_set_empty_uses_the_other(fill):
+    target = torch.full((3, 4), fill, dtype=torch.float64)
+    pred = torch.rand(3, 4, dtype=torch.float64)
+    expected = float(((target - pred) ** 2).mean())
+    assert float(balanced_mse(target, pred)) == pytest.approx(expected, rel=1e-12)
+    assert float(balanced_mse(target, pred)) == pytest.approx(loop_formula(target, pred), rel=1e-12)
+
+
+def test_batch_averages_per_sample_losses():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(7, 5, generator=g, dtype=torch.float64)
+    target[target < 0.5] = 0.0
+    target[5:] = 0.0  # the last sample has no expressed entry
+    pred = torch.rand(7, 5, generator=g, dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 2, 2, 3, 3])  # sample 1 has no rows
+    per = [loop_formula(target[batch == b], pred[batch == b]) for b in (0, 2, 3)]
+    assert float(balanced_mse(target, pred, batch=batch)) == pytest.approx(sum(per) / 3, rel=1e-12)
+
+
+def test_gradient_and_zero_at_perfect_prediction():
+    target = torch.tensor([[0.0, 1.0], [3.0, 0.0]])
+    pred = target.clone().requires_grad_(True)
+    loss = balanced_mse(target, pred)
+    assert float(loss.detach()) == 0.0
+    (balanced_mse(target, pred + 0.5)).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        balanced_mse(torch.zeros(2, 3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="target is empty"):
+        balanced_mse(torch.zeros(0, 3), torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="batch"):
+        balanced_mse(torch.zeros(2, 3), torch.zeros(2, 3), batch=torch.zeros(3, dtype=torch.long))
