@@ -66,7 +66,8 @@ def test_layout_uniform_unique_and_micrometre_like(tissue):
     assert len(np.unique(xy, axis=0)) == len(xy)
     assert 9.0 < _median_nn(xy) < 11.0
     # sections are laid side by side without overlapping
-    ranges = tissue.obs.assign(x=xy[:, 0]).groupby("section", observed=True)["x"].agg(["min", "max"])
+    x = tissue.obs.assign(x=xy[:, 0]).groupby("section", observed=True)["x"]
+    ranges = x.agg(["min", "max"])
     assert (ranges["min"].to_numpy()[1:] > ranges["max"].to_numpy()[:-1]).all()
 
 
@@ -87,7 +88,8 @@ def test_spatial_scale_scales_coordinates_and_nothing_else():
     np.testing.assert_allclose(b.obsm["spatial"], 2.5 * a.obsm["spatial"], rtol=1e-6)
     assert (a.X != b.X).nnz == 0
     pd.testing.assert_frame_equal(a.obs, b.obs)
-    assert _median_nn(b.obsm["spatial"]) == pytest.approx(2.5 * _median_nn(a.obsm["spatial"]), rel=1e-4)
+    expected = 2.5 * _median_nn(a.obsm["spatial"])
+    assert _median_nn(b.obsm["spatial"]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_neighbourhood_drives_the_neighbour_programme(tissue):

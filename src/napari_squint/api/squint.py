@@ -104,6 +104,7 @@ class Squint:
         self._build()
 
     def _build(self):
+        torch.manual_seed(self.config.train.seed)
         self.module = SquintModule(len(self.genes), len(self.sections), self.config.graph.n_rbf,
                                    self.config.model).to(self.device)
 
@@ -116,10 +117,10 @@ class Squint:
             self.config.train.epochs = int(epochs)
         yield ProgressEvent("prepare", message=f"{self.data.n_cells} cells, {len(self.genes)} genes, "
                                                f"{len(self.sections)} sections on {self.device}")
-        history = yield from iter_train(self.module, self.data, np.arange(self.data.n_cells),
-                                        self.config.train, self.device)
-        self.history.extend(history)
-        return history
+        n0 = len(self.history)
+        yield from iter_train(self.module, self.data, np.arange(self.data.n_cells), self.config.train,
+                              self.device, history=self.history)
+        return self.history[n0:]
 
     def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[dict]:
@@ -155,7 +156,7 @@ class Squint:
         """
         self.module.eval()
         cells = np.arange(data.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
-        lat, qs, codes, probs = [], [], [], []
+        lat, qs, codes, probs, probs_c = [], [], [], [], []
         for idx in chunks(cells.size, batch_size):
             b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
             h, c = self.module.encode(b)
@@ -164,13 +165,52 @@ class Squint:
             qs.append(q.cpu())
             codes.append(code.cpu())
             if decode:
-                probs.append(self.module.gene_probs(q, c).cpu())
+                pn, pc = self.module.both_probs(q, c)
+                probs.append(pn.cpu())
+                probs_c.append(pc.cpu())
         codes_t = torch.cat(codes)
         out = {"latent": torch.cat(lat).numpy(), "quantised": torch.cat(qs).numpy(), "codes": codes_t.numpy(),
                "tokens": self.module.codebook.tokens(codes_t).numpy()}
         if decode:
             out["probs"] = torch.cat(probs).numpy()
+            out["probs_cell"] = torch.cat(probs_c).numpy()
         return out
+
+    def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
+                     library: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Impute ``cells`` (default: the masked ones) with the learned mask token in the presence of C.
+
+        The code assigned to each masked cell is decoded into gene proportions,
+        scaled by an estimated read depth: a masked cell's library is the
+        median library of the observed cells of its section (unless
+        ``library`` (n,) is given), and its microenvironment's read depth sums
+        the measured libraries of its observed members and the estimates of
+        its masked ones.
+
+        Returns
+        -------
+        dict with ``imputed`` (m, g) and ``imputed_nbr`` (m, g) expected counts,
+        ``tokens`` (m,), ``codes`` (m, H), ``latent`` (m, d) and ``cells`` (m,).
+        """
+        masked = np.asarray(masked, dtype=bool)
+        if masked.shape != (data.n_cells,):
+            raise ValueError(f"masked has shape {masked.shape}; expected ({data.n_cells},)")
+        cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
+        lib = data.library().astype(np.float64)
+        if library is None:
+            est = lib.copy()
+            for b in np.unique(data.batch[masked]):
+                sec = data.batch == b
+                obs = sec & ~masked
+                ref = lib[obs] if obs.any() else lib[~masked]
+                est[sec & masked] = np.median(ref) if ref.size else np.median(lib)
+        else:
+            est = np.asarray(library, dtype=np.float64)
+        nb = data.nbr[cells]
+        lib_nbr = est[cells] + np.where(nb >= 0, est[np.maximum(nb, 0)], 0.0).sum(1)
+        res = self.encode(data, masked=masked, cells=cells, decode=True)
+        return {"imputed": res["probs_cell"] * est[cells, None], "imputed_nbr": res["probs"] * lib_nbr[:, None],
+                "tokens": res["tokens"], "codes": res["codes"], "latent": res["latent"], "cells": cells}
 
     def tokens(self, adata: AnnData, *, key_added: str = K.TOKEN_KEY, copy: bool = False,
                align: bool = False) -> AnnData | None:

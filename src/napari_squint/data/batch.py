@@ -31,6 +31,7 @@ class Batch:
     cond: torch.Tensor  #: (B, R) relative-distance covariates
     batch_id: torch.Tensor  #: (B,) section ids (n_batches = unknown)
     x_nbr: torch.Tensor | None = None  #: (B, g) microenvironment counts (targets)
+    x_cell: torch.Tensor | None = None  #: (B, g) the seeds' own counts (targets)
     pos_edges: torch.Tensor | None = None  #: (2, P) seed-seed edges
     neg_edges: torch.Tensor | None = None  #: (2, P) sampled seed-seed non-edges
     seeds: np.ndarray | None = None  #: (B,) global indices of the seeds
@@ -89,6 +90,7 @@ def make_batch(
     )
     if targets:
         out.x_nbr = t(data.x_nbr[seeds].toarray())
+        out.x_cell = t(data.counts[seeds].toarray())
         seed_of_node = np.full(uniq.size, -1, dtype=np.int64)
         seed_of_node[seed_local] = np.arange(b)
         j = seed_of_node[src]

@@ -53,6 +53,34 @@ class PreparedSlide:
     sections: list[str]
     scales: dict[str, float] = field(default_factory=dict)
 
+    def replace_counts(self, cells: np.ndarray, counts) -> PreparedSlide:
+        """A copy whose ``cells`` have new counts (imputed or perturbed); the graph is unchanged.
+
+        ``x_in`` and ``x_nbr`` are recomputed; the original object is untouched.
+        """
+        import copy
+
+        cells = np.asarray(cells, dtype=np.int64)
+        new = sp.csr_matrix(counts, dtype=np.float32)
+        if new.shape != (cells.size, self.n_genes):
+            raise ValueError(f"counts has shape {new.shape}; expected ({cells.size}, {self.n_genes})")
+        keep = np.ones(self.n_cells, dtype=bool)
+        keep[cells] = False
+        eye = sp.identity(self.n_cells, dtype=np.float32, format="csr")
+        sel_keep = eye[np.flatnonzero(keep)]
+        place = sp.csr_matrix((np.ones(cells.size, dtype=np.float32), (cells, np.arange(cells.size))),
+                              shape=(self.n_cells, cells.size))
+        counts_new = (sel_keep.T @ self.counts[keep] + place @ new).tocsr()
+        out = copy.copy(self)
+        out.counts = counts_new
+        out.x_in = log_normalise_sparse(counts_new)
+        out.x_nbr = neighbourhood_sum(counts_new, self.nbr)
+        return out
+
+    def library(self) -> np.ndarray:
+        """(n,) total counts per cell."""
+        return np.asarray(self.counts.sum(1)).ravel()
+
     @property
     def n_cells(self) -> int:
         return self.counts.shape[0]

@@ -18,10 +18,14 @@ import math
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 __all__ = [
     "radius_graph",
+    "radius_adjacency",
+    "k_hop",
+    "induced_edge_index",
     "default_radius",
     "median_nn_distance",
     "radius_in_units",
@@ -189,3 +193,120 @@ def radius_in_units(radius_um: float, units_per_um: float) -> float:
         ``radius_um * units_per_um``.
     """
     return _check_positive(radius_um, "radius_um") * _check_positive(units_per_um, "units_per_um")
+
+
+def radius_adjacency(
+    coords,
+    radius,
+    *,
+    groups=None,
+    max_neighbours: int | None = None,
+) -> sp.csr_matrix:
+    """Block-diagonal radius graph of several sections as a sparse adjacency.
+
+    Parameters
+    ----------
+    coords
+        ``(n, k)`` coordinates of all cells.
+    radius
+        A positive number (same radius everywhere) or a sequence with one
+        radius per group id ``0 .. G-1`` (e.g. a radius per section), in the
+        units of ``coords``.
+    groups
+        Optional ``(n,)`` non-negative integer group id (section) of every
+        cell; cells of different groups are never connected. ``None`` is one
+        group.
+    max_neighbours
+        Optional degree cap (see :func:`radius_graph`).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n, n)`` symmetric ``float32`` adjacency with ones on edges, no
+        diagonal. ``adj[i].indices`` are the neighbours of ``i``.
+    """
+    pts = _check_coords(coords)
+    n = pts.shape[0]
+    g = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
+    if g.shape != (n,) or not np.issubdtype(g.dtype, np.integer) or (n and g.min() < 0):
+        raise ValueError(f"groups must be ({n},) non-negative integers, got {g.dtype} of shape {g.shape}")
+    ids = np.unique(g)
+    if np.ndim(radius) == 0:
+        radii = {int(i): _check_positive(radius, "radius") for i in ids}
+    else:
+        r = list(radius)
+        if ids.size and ids.max() >= len(r):
+            raise ValueError(f"radius has {len(r)} values but groups go up to {int(ids.max())}")
+        radii = {int(i): _check_positive(r[int(i)], f"radius[{int(i)}]") for i in ids}
+    src_all, dst_all = [], []
+    for i in ids:
+        idx = np.flatnonzero(g == i)
+        ei = radius_graph(pts[idx], radii[int(i)], max_neighbours=max_neighbours)
+        src_all.append(idx[ei[0]])
+        dst_all.append(idx[ei[1]])
+    src = np.concatenate(src_all) if src_all else np.empty(0, np.int64)
+    dst = np.concatenate(dst_all) if dst_all else np.empty(0, np.int64)
+    adj = sp.csr_matrix((np.ones(src.size, dtype=np.float32), (src, dst)), shape=(n, n))
+    adj.sort_indices()
+    return adj
+
+
+def k_hop(adj: sp.csr_matrix, seeds, hops: int) -> np.ndarray:
+    """Cells within ``hops`` edges of ``seeds`` (seeds included).
+
+    Parameters
+    ----------
+    adj
+        ``(n, n)`` CSR adjacency (e.g. :func:`radius_adjacency`).
+    seeds
+        Integer cell indices.
+    hops
+        Non-negative number of hops; a message-passing stack of ``L`` layers
+        sees exactly the ``L``-hop neighbourhood.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted unique int64 indices.
+    """
+    if isinstance(hops, bool) or not isinstance(hops, numbers.Integral) or hops < 0:
+        raise ValueError(f"hops must be a non-negative integer, got {hops!r}")
+    n = adj.shape[0]
+    seen = np.zeros(n, dtype=bool)
+    frontier = np.unique(np.asarray(seeds, dtype=np.int64))
+    seen[frontier] = True
+    indptr, indices = adj.indptr, adj.indices
+    for _ in range(int(hops)):
+        if frontier.size == 0:
+            break
+        starts, ends = indptr[frontier], indptr[frontier + 1]
+        lens = ends - starts
+        if lens.sum() == 0:
+            break
+        offs = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+        nxt = np.unique(indices[offs])
+        nxt = nxt[~seen[nxt]]
+        seen[nxt] = True
+        frontier = nxt
+    return np.flatnonzero(seen).astype(np.int64)
+
+
+def induced_edge_index(adj: sp.csr_matrix, nodes) -> np.ndarray:
+    """Edges of ``adj`` among ``nodes``, re-indexed to ``0 .. len(nodes)-1``.
+
+    Parameters
+    ----------
+    adj
+        ``(n, n)`` CSR adjacency.
+    nodes
+        Integer cell indices (their order defines the local index).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, E)`` int64 local edge index (source row 0, target row 1), both
+        directions of every edge, as in :func:`radius_graph`.
+    """
+    nodes = np.asarray(nodes, dtype=np.int64)
+    sub = adj[nodes][:, nodes].tocoo()
+    return np.stack([sub.row.astype(np.int64), sub.col.astype(np.int64)])

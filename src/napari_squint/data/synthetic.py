@@ -19,8 +19,10 @@ gene ``g`` is ``mu_cg = L_c * w_cg / sum_h w_ch`` with log-weights
 where ``base_tg`` holds a shared background plus type-specific marker genes and
 ``f_c`` is the fraction of ``T_cell`` among the ``k`` nearest neighbours of
 ``c``.  ``Tumour`` cells inside the planted niche switch on an activation
-programme whose genes are silent everywhere else.  Counts are gamma-Poisson:
-``x_cg ~ Poisson(mu_cg * G_cg)``, ``G_cg ~ Gamma(theta_g, 1 / theta_g)``.
+programme whose genes are silent everywhere else.  Counts are negative
+binomial, i.e. gamma-Poisson: ``x_cg ~ Poisson(mu_cg * G_cg)``,
+``G_cg ~ Gamma(theta_g, 1 / theta_g)`` (small means are drawn from the same
+distribution by CDF inversion, which is faster; see ``_negative_binomial``).
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def make_tissue(
     seed
         Seed of the whole generator; equal seeds give identical outputs.
     conditions
-        Condition names, assigned to the sections round-robin.
+        Condition names, assigned to the sections round-robin (with fewer
+        sections than conditions the last conditions get no section).
     planted_niche
         Whether sections of the last condition get a planted niche: a disc where
         ``Tumour`` is enriched and its cells express an activation programme
@@ -169,7 +172,7 @@ def make_tissue(
         dtype=dtype,
     )
     seeds = np.random.SeedSequence(int(seed)).spawn(5)  # layout, types, genes, library, counts
-    rng_layout, rng_types, rng_programme, rng_library = (np.random.default_rng(s) for s in seeds[:4])
+    rng_layout, rng_types, rng_programme, rng_library = map(np.random.default_rng, seeds[:4])
     type_names = _cell_type_names(n_cell_types)
 
     # --- layout: sections, domains, niches ---------------------------------
@@ -211,14 +214,16 @@ def make_tissue(
     width = max(6, len(str(n_cells - 1)))
     gene_width = max(4, len(str(n_genes - 1)))
     section_names = [f"section_{s}" for s in range(n_sections)]
+    sample_names = [f"sample_{s}" for s in range(n_sections)]
+    domain_names = [f"domain_{d}" for d in range(n_domains)]
     obs = pd.DataFrame(
         {
             SECTION_KEY: pd.Categorical.from_codes(section, section_names),
-            SAMPLE_KEY: pd.Categorical.from_codes(section, [f"sample_{s}" for s in range(n_sections)]),
+            SAMPLE_KEY: pd.Categorical.from_codes(section, sample_names),
             CONDITION_KEY: pd.Categorical(
                 np.asarray(section_condition, dtype=object)[section], categories=list(conditions)
             ),
-            DOMAIN_KEY: pd.Categorical.from_codes(domain, [f"domain_{d}" for d in range(n_domains)]),
+            DOMAIN_KEY: pd.Categorical.from_codes(domain, domain_names),
             CELL_TYPE_KEY: pd.Categorical.from_codes(cell_type, type_names),
             NICHE_KEY: pd.Categorical.from_codes(niche, ["none", "immune_aggregate", "planted"]),
             PLANTED_NICHE_KEY: niche == 2,
@@ -299,7 +304,7 @@ def tile_sections(
     ValueError
         If ``n_copies`` < 1 or ``gap`` is negative.
     """
-    if isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer)) or n_copies < 1:
+    if not _is_int_at_least(n_copies, 1):
         raise ValueError(f"n_copies must be an integer >= 1, got {n_copies!r}")
     if gap is not None and not (np.isfinite(gap) and gap >= 0):
         raise ValueError(f"gap must be a finite number >= 0 or None, got {gap!r}")
@@ -366,20 +371,22 @@ def _check_params(
         ("n_domains", n_domains, 1),
         ("seed", seed, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        if not _is_int_at_least(value, low):
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     min_cells = 20 * n_sections
-    if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < min_cells:
+    if not _is_int_at_least(n_cells, min_cells):
         raise ValueError(
             f"n_cells must be an integer >= 20 * n_sections = {min_cells}, got {n_cells!r}"
         )
     min_genes = 2 * n_cell_types + 6
-    if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < min_genes:
+    if not _is_int_at_least(n_genes, min_genes):
         raise ValueError(
             f"n_genes must be an integer >= 2 * n_cell_types + 6 = {min_genes}, got {n_genes!r}"
         )
     if not conditions or not all(isinstance(c, str) and c for c in conditions):
-        raise ValueError(f"conditions must be a non-empty tuple of non-empty strings, got {conditions!r}")
+        raise ValueError(
+            f"conditions must be a non-empty tuple of non-empty strings, got {conditions!r}"
+        )
     if len(set(conditions)) != len(conditions):
         raise ValueError(f"conditions must be unique, got {conditions!r}")
     for name, value in (("mean_library", mean_library), ("spatial_scale", spatial_scale)):
@@ -394,6 +401,10 @@ def _check_params(
     if dt.kind not in "iuf":
         raise ValueError(f"dtype must be an integer or float numpy dtype, got {dtype!r}")
     return dt
+
+
+def _is_int_at_least(value, low: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
 
 def _cell_type_names(n: int) -> list[str]:
@@ -593,7 +604,8 @@ def _sample_counts(
     idx_dtype = np.int32 if pos < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(n_cells + 1, dtype=idx_dtype)
     np.cumsum(row_nnz, out=indptr[1:])
-    return sp.csr_matrix((data, indices.astype(idx_dtype, copy=False), indptr), shape=(n_cells, n_genes))
+    indices = indices.astype(idx_dtype, copy=False)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
 
 
 def _negative_binomial(rng: np.random.Generator, mu: np.ndarray, theta: np.ndarray) -> np.ndarray:

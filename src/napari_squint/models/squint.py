@@ -16,7 +16,12 @@ from napari_squint.train.config import ModelConfig
 
 
 class FiLMDecoder(nn.Module):
-    """MLP from a code to gene logits, with FiLM conditioning at each hidden layer."""
+    """MLP from a code to gene logits, with FiLM conditioning at each hidden layer.
+
+    Two linear heads share the trunk: ``out`` gives the microenvironment
+    (X_nbr, the paper's target) and ``out_cell`` the cell's own profile (X),
+    which the in-painting task reports beside X_nbr.
+    """
 
     def __init__(self, latent: int, hidden: int, n_genes: int, cond_dim: int, n_layers: int = 2):
         super().__init__()
@@ -25,15 +30,19 @@ class FiLMDecoder(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(b) for b in sizes[1:])
         self.films = nn.ModuleList(FiLM(cond_dim, b) for b in sizes[1:]) if cond_dim > 0 else None
         self.out = nn.Linear(hidden, n_genes)
+        self.out_cell = nn.Linear(hidden, n_genes)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    def trunk(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         h = z
         for i, (lin, norm) in enumerate(zip(self.linears, self.norms)):
             h = norm(lin(h))
             if self.films is not None:
                 h = self.films[i](h, c)
             h = F.gelu(h)
-        return self.out(h)
+        return h
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return self.out(self.trunk(z, c))
 
 
 class SquintModule(nn.Module):
@@ -68,16 +77,21 @@ class SquintModule(nn.Module):
         self.cond_dim = cond_dim
         self.batch_emb = nn.Embedding(n_batches + 1, cfg.batch_embed)
         self.enc_film = FiLM(cond_dim, cfg.latent) if cond_dim else None
+        # centre latents (running mean/var, no affine) so that cosine assignment is
+        # not dominated by a direction shared by every cell, which collapses codebooks
+        self.centre = nn.BatchNorm1d(cfg.latent, affine=False, momentum=0.05)
         self.codebook = CosineCodebook(cfg.latent, cfg.codebook_size, heads=cfg.heads,
                                        decay=cfg.ema_decay, dead_threshold=cfg.dead_threshold)
         self.decoder = FiLMDecoder(cfg.latent, cfg.hidden, n_genes, cond_dim)
         self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
+        self.log_theta_cell = nn.Parameter(torch.full((n_genes,), 1.0))
         self.adj = mlp([cfg.latent, cfg.hidden, cfg.adj_dim], norm=False)
 
     @torch.no_grad()
     def init_from_data(self, gene_props: torch.Tensor) -> None:
         """Start the decoder at the data's mean gene proportions (softmax bias = log p)."""
         self.decoder.out.bias.copy_(torch.log(gene_props.clamp(min=1e-8)).to(self.decoder.out.bias))
+        self.decoder.out_cell.bias.copy_(torch.log(gene_props.clamp(min=1e-8)).to(self.decoder.out.bias))
 
     # ---------------------------------------------------------------- encoder
     def conditions(self, cond: torch.Tensor, batch_id: torch.Tensor) -> torch.Tensor | None:
@@ -104,12 +118,17 @@ class SquintModule(nn.Module):
         c = self.conditions(batch.cond, batch.batch_id)
         if self.enc_film is not None:
             h = self.enc_film(h, c)
-        return h, c
+        return self.centre(h), c
 
     # ---------------------------------------------------------------- decoders
     def gene_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """Softmax over genes of the decoded code: (B, g)."""
+        """Softmax over genes of the decoded microenvironment: (B, g)."""
         return torch.softmax(self.decoder(z, c), dim=-1)
+
+    def both_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(microenvironment, cell) gene proportions: two (B, g) tensors."""
+        h = self.decoder.trunk(z, c)
+        return torch.softmax(self.decoder.out(h), -1), torch.softmax(self.decoder.out_cell(h), -1)
 
     def edge_logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         e = self.adj(z)
@@ -122,12 +141,14 @@ class SquintModule(nn.Module):
         q, codes, vq = self.codebook(h)
         out = {"latent": h, "quantised": q, "codes": codes, **vq}
         if batch.x_nbr is not None:
-            probs = self.gene_probs(q, c)
+            probs, probs_cell = self.both_probs(q, c)
             lib = batch.x_nbr.sum(-1, keepdim=True)
-            mu = probs * lib
-            theta = self.log_theta.exp()
-            ll = nb_log_likelihood(batch.x_nbr, mu, theta)
+            ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.exp())
             out["nb_loss"] = -ll.mean()
+            if batch.x_cell is not None:
+                lib_c = batch.x_cell.sum(-1, keepdim=True)
+                llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.exp())
+                out["nb_cell_loss"] = -llc.mean()
         if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
             pos = self.edge_logits(q, batch.pos_edges)
             neg = self.edge_logits(q, batch.neg_edges)

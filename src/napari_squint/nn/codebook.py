@@ -28,6 +28,26 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def kmeanspp_seeds(x: torch.Tensor, k: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k-means++ seeding with the cosine distance ``1 - cos``: (N, d) unit vectors -> (k, d)."""
+    n = x.shape[0]
+    first = int(torch.randint(0, n, (1,), generator=generator))
+    centres = [x[first]]
+    d = (1 - x @ x[first]).clamp(min=0)
+    for _ in range(1, k):
+        w = d**2
+        if float(w.sum()) <= 0:  # fewer distinct points than codes: jitter a random point
+            j = int(torch.randint(0, n, (1,), generator=generator))
+            noise = torch.randn(x.shape[1], generator=generator).to(x)
+            c = F.normalize(x[j] + 0.01 * noise, dim=-1)
+        else:
+            j = int(torch.multinomial(w.cpu().double(), 1, generator=generator))
+            c = x[j]
+        centres.append(c)
+        d = torch.minimum(d, (1 - x @ c).clamp(min=0))
+    return torch.stack(centres).clone()
+
+
 def spherical_kmeans(x: torch.Tensor, k: int, *, iters: int = 20, generator: torch.Generator | None = None,
                      reduce: bool = True) -> torch.Tensor:
     """k-means on the unit sphere (cosine similarity).
@@ -46,13 +66,7 @@ def spherical_kmeans(x: torch.Tensor, k: int, *, iters: int = 20, generator: tor
     -------
     (k, d) unit-norm centres.
     """
-    n = x.shape[0]
-    idx = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
-    if n < k:  # fewer points than codes: repeat with jitter
-        reps = x[torch.randint(0, n, (k - n,), generator=generator, device="cpu").to(x.device)]
-        centres = torch.cat([x[idx], F.normalize(reps + 0.01 * torch.randn_like(reps), dim=-1)])
-    else:
-        centres = x[idx].clone()
+    centres = kmeanspp_seeds(x, k, generator=generator)
     import torch.distributed as dist
 
     if reduce and dist.is_available() and dist.is_initialized():

@@ -35,6 +35,7 @@ class TrainConfig:
     mask_end: float = 0.6  #: masked fraction at the last epoch
     mask_noise: float = 0.1  #: std of the noise added to the mask token
     lambda_x: float = 1.0  #: NB attribute loss weight
+    lambda_cell: float = 0.5  #: NB loss on the cell's own counts (beyond the paper: per-cell imputation)
     lambda_a: float = 0.1  #: adjacency BCE weight
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight

@@ -48,12 +48,14 @@ def init_codebook(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConf
 
 
 def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device: torch.device,
-               *, optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0):
+               *, optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
+               history: list | None = None):
     """Train ``module`` on the seed ``cells`` of ``data``; yield :class:`ProgressEvent`.
 
     Returns (as the generator's value) the per-epoch history: a list of dicts
     with mean losses, codebook utilisation/perplexity over the epoch, seconds
-    and cells per second.
+    and cells per second. Records are also appended to ``history`` as each
+    epoch ends, so a cancelled run keeps the epochs it finished.
     """
     core = _core(module)
     torch.manual_seed(cfg.seed)
@@ -68,7 +70,7 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         tot = np.asarray(data.x_nbr[cells].sum(0)).ravel()
         core.init_from_data(torch.from_numpy(tot / max(tot.sum(), 1.0)).float().to(device))
     n_batches_est = max(1, int(np.ceil(cells.size / cfg.batch_size)))
-    history = []
+    history = [] if history is None else history
     vocab = core.codebook.codebook_size
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
@@ -86,16 +88,18 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
             out = module(batch, noise=cfg.mask_noise)
             vq = out["code_loss"] + out["commit_loss"]
             loss = cfg.lambda_x * out["nb_loss"] + cfg.lambda_e * vq + cfg.lambda_m * out["mask_norm"]
+            if "nb_cell_loss" in out:
+                loss = loss + cfg.lambda_cell * out["nb_cell_loss"]
             if "adj_loss" in out:
                 loss = loss + cfg.lambda_a * out["adj_loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
             optimizer.step()
-            if step % 10 == 9:
+            if step % 2 == 1:
                 core.codebook.reseed_dead(core.codebook.split(out["latent"].detach()), generator=gen)
             usage += torch.nn.functional.one_hot(out["codes"].cpu(), vocab).sum(0)
-            for key in ("nb_loss", "adj_loss", "code_loss", "commit_loss", "perplexity"):
+            for key in ("nb_loss", "nb_cell_loss", "adj_loss", "code_loss", "commit_loss", "perplexity"):
                 if key in out:
                     sums[key] += float(out[key].detach())
             sums["loss"] += float(loss.detach())

@@ -1,0 +1,507 @@
+"""User-facing CIFM model, behind the same interface as :class:`~napari_squint.api.squint.Squint`.
+
+>>> model = Cifm(adata, section_key="section", genes="all", epochs=20)
+>>> model.train()
+>>> model.embed(adata)             # writes obsm['cifm_microenv'], obsm['cifm_cell']
+>>> data = model.prepare(adata)
+>>> res = model.impute_cells(data, masked)   # same keys as Squint.impute_cells
+>>> model.save("my_cifm")
+>>> model = Cifm.load("my_cifm")
+
+CIFM (You et al., "Building foundation models to characterize cellular
+interactions via geometric self-supervised learning on spatial genomics")
+encodes a radius graph of cells with void-invariant EGNN layers and learns to
+reconstruct the normalised log expression of cells removed from the graph.
+It has no discrete vocabulary: :meth:`Cifm.tokens` raises and points to
+:meth:`Cifm.embed`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from napari_squint import _constants as K
+from napari_squint import __version__
+from napari_squint.data.genes import align_genes, select_genes
+from napari_squint.data.prepare import GraphConfig, PreparedSlide, prepare_slide
+from napari_squint.data.validate import SlideError
+from napari_squint.models.cifm import CifmModule
+from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_squint.train.cifm_loop import (
+    CifmConfig,
+    CifmGraph,
+    encode_tiled,
+    graph_from_prepared,
+    iter_train_cifm,
+    masked_loss,
+    reconstruct_tiled,
+)
+from napari_squint.train.device import resolve_device
+from napari_squint.train.events import ProgressEvent, drive
+
+__all__ = ["Cifm", "CifmConfig", "NoTokensError", "benchmark_method", "counts_from_log"]
+
+#: uns[UNS_KEY] entry written by :meth:`Cifm.embed`.
+EMBED_UNS = "cifm_embed"
+
+
+class NoTokensError(NotImplementedError):
+    """CIFM has continuous embeddings, not discrete tokens."""
+
+
+def counts_from_log(x_log: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """Turn normalised log expression into expected counts at a given depth.
+
+    ``expm1`` undoes ``log1p``; each row is then rescaled to sum to its
+    ``library``, so only the reconstructed *composition* is kept (a
+    reconstruction does not sum exactly to 10^4).
+
+    Parameters
+    ----------
+    x_log
+        ``(m, g)`` log1p(counts per 10^4) (e.g. a CIFM reconstruction).
+    library
+        ``(m,)`` total counts of each row.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, g)`` float64 counts whose rows sum to ``library``.
+    """
+    e = np.expm1(np.clip(np.asarray(x_log, dtype=np.float64), 0.0, None))
+    tot = e.sum(1, keepdims=True)
+    p = np.divide(e, tot, out=np.full_like(e, 1.0 / max(e.shape[1], 1)), where=tot > 0)
+    return p * np.asarray(library, dtype=np.float64)[:, None]
+
+
+class Cifm:
+    """CIFM: masked geometric autoencoder of cellular microenvironments.
+
+    Parameters
+    ----------
+    adata
+        Slide(s) with raw counts; sections are stacked and told apart by
+        ``obs[section_key]`` (each gets its own radius graph). Never modified.
+    section_key
+        obs column naming sections; ``None`` for a single section.
+    spatial_key
+        obsm key of the coordinates, in any unit (see ``radius``).
+    layer
+        Counts layer (default ``X``).
+    genes
+        ``"all"``, the number of highly variable genes, or a list of names.
+    holdout
+        ``(n,)`` bool mask of cells excluded from training (removed from the
+        training graph altogether).
+    config
+        A :class:`~napari_squint.train.cifm_loop.CifmConfig`; keyword options
+        (``radius=``, ``mask_ratio=``, ``hidden=``, ``latent=``, ``layers=``,
+        ``epochs=``, ``lr=``, ``batch_size=``, ``seed=``, ``device=``...) override
+        it. SQuINT-only options (``codebook_size``, ``heads``,
+        ``use_covariates``, ``learnable_mask``...) are ignored with a warning.
+    allow_non_counts
+        Accept non-integer (normalised) values.
+    """
+
+    def __init__(
+        self,
+        adata: AnnData | None,
+        *,
+        section_key: str | None = K.SECTION_KEY,
+        spatial_key: str = K.SPATIAL_KEY,
+        layer: str | None = None,
+        genes: int | str | Sequence[str] | None = "all",
+        holdout: np.ndarray | None = None,
+        config: CifmConfig | None = None,
+        allow_non_counts: bool = False,
+        **options,
+    ):
+        self.config = (config or CifmConfig()).update(**options)
+        self.section_key, self.spatial_key, self.layer = section_key, spatial_key, layer
+        self.allow_non_counts = allow_non_counts
+        self.device = resolve_device(self.config.device)
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.history: list[dict] = []
+        self.meta: dict = {}
+        self.data: PreparedSlide | None = None
+        self.graph: CifmGraph | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        if adata is None:  # used by load()
+            return
+        if section_key is not None and section_key not in adata.obs:
+            raise SlideError(f"section key {section_key!r} not found in adata.obs "
+                             f"(columns: {list(adata.obs.columns)})")
+        train_adata = adata
+        if holdout is not None:
+            holdout = np.asarray(holdout, dtype=bool)
+            if holdout.shape != (adata.n_obs,):
+                raise SlideError(f"holdout mask has shape {holdout.shape}; expected ({adata.n_obs},)")
+            if holdout.all():
+                raise SlideError("holdout covers every cell: nothing is left to train on")
+            train_adata = adata[~holdout]
+        self.genes = select_genes(train_adata, genes, layer=layer,
+                                  batch_key=section_key if isinstance(genes, int) and section_key else None)
+        t0 = time.perf_counter()
+        self.data = prepare_slide(train_adata, self.genes, section_key=section_key, spatial_key=spatial_key,
+                                  layer=layer, graph=self._graph_config(), allow_non_counts=allow_non_counts)
+        self.graph = graph_from_prepared(self.data, self.config)
+        self.sections = list(self.data.sections)
+        self.meta.update(prepare_seconds=time.perf_counter() - t0, n_train_cells=int(self.data.n_cells),
+                         radius=[float(r) for r in self.graph.radius],
+                         mean_degree=self.graph.mean_degree(),
+                         heldout_cells=adata.obs_names[holdout].tolist() if holdout is not None else [])
+        self._build()
+
+    def _graph_config(self) -> GraphConfig:
+        c = self.config
+        return GraphConfig(k=c.k, max_degree=c.max_degree, tile_cells=c.tile_cells)
+
+    def _build(self) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        # coordinates reach the module already in median-NN units (train/cifm_loop.py)
+        self.module = CifmModule(len(self.genes), hidden=c.hidden, latent=c.latent, n_layers_enc=c.layers,
+                                 n_layers_dec=c.layers, act=c.act, coord_scale=c.coord_scale,
+                                 length_scale=1.0).to(self.device)
+
+    # ------------------------------------------------------------------ train
+    def iter_train(self, *, epochs: int | None = None):
+        """Generator of :class:`ProgressEvent`; its return value is the new history.
+
+        Runs ``epochs`` (default ``config.epochs``) epochs; a second call
+        continues from the current weights and optimiser state, numbering
+        epochs after the previous ones (as ``Squint.train`` continues too).
+        Closing the generator (cancelling) keeps the finished epochs.
+        """
+        if self.data is None:
+            raise RuntimeError("this model was loaded without training data; create Cifm(adata) to train")
+        if epochs is not None:
+            self.config.epochs = int(epochs)
+        start = len(self.history)
+        cfg = replace(self.config, epochs=start + int(self.config.epochs))
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        yield ProgressEvent("prepare", message=(
+            f"{self.data.n_cells} cells, {len(self.genes)} genes, {len(self.sections)} sections, "
+            f"radius graph mean degree {self.graph.mean_degree():.1f} on {self.device}"))
+        gen = iter_train_cifm(self.module, self.graph, np.arange(self.data.n_cells), cfg, self.device,
+                              optimizer=self._optimizer, start_epoch=start)
+        history: list[dict] = []
+        try:
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration:
+                    break
+                if ev.stage == "epoch":  # keep finished epochs even if cancelled later
+                    history.append(ev.metrics)
+                    self.history.append(ev.metrics)
+                yield ev
+        finally:
+            gen.close()
+        return history
+
+    def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        """Train the model; returns the per-epoch history of this call (partial when cancelled)."""
+        n_before = len(self.history)
+        t0 = time.perf_counter()
+        _, cancelled = drive(self.iter_train(epochs=epochs), callback=callback, should_stop=should_stop)
+        self.meta["train_seconds"] = self.meta.get("train_seconds", 0.0) + time.perf_counter() - t0
+        self.meta["cancelled"] = cancelled
+        return self.history[n_before:]
+
+    # -------------------------------------------------------------- inference
+    def prepare(self, adata: AnnData, *, align: bool = False) -> PreparedSlide:
+        """Arrays of a slide for this model (model genes; the slide's own sections).
+
+        CIFM has no section embedding, so the slide's sections need not be the
+        training ones; each keeps its own graph.
+        """
+        if align:
+            adata = align_genes(adata, self.genes, layer=self.layer)
+            layer = None
+        else:
+            layer = self.layer
+        section_key = self.section_key if (self.section_key and self.section_key in adata.obs) else None
+        return prepare_slide(adata, self.genes, section_key=section_key, spatial_key=self.spatial_key,
+                             layer=layer, graph=self._graph_config(), allow_non_counts=self.allow_non_counts)
+
+    def graph_of(self, data: PreparedSlide) -> CifmGraph:
+        """The radius graph of prepared data (the training graph for ``self.data``)."""
+        if data is self.data and self.graph is not None:
+            return self.graph
+        return graph_from_prepared(data, self.config)
+
+    def reconstruct(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
+                    graph: CifmGraph | None = None) -> np.ndarray:
+        """Reconstructed normalised log expression of ``cells`` (default: the masked ones).
+
+        Masked cells are removed from the encoder graph and padded with the
+        learnt embedding ``e`` at their location (eqs. 2-3).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(m, g)`` log1p(counts per 10^4), rows in ``cells`` order.
+        """
+        masked = self._check_mask(data, masked)
+        cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
+        graph = graph or self.graph_of(data)
+        return reconstruct_tiled(self.module, graph, masked, cells, self.config, self.device)
+
+    @staticmethod
+    def _check_mask(data: PreparedSlide, masked) -> np.ndarray:
+        masked = np.asarray(masked, dtype=bool)
+        if masked.shape != (data.n_cells,):
+            raise ValueError(f"masked has shape {masked.shape}; expected ({data.n_cells},)")
+        return masked
+
+    def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None,
+               cells: np.ndarray | None = None, decode: bool = False) -> dict[str, np.ndarray]:
+        """Microenvironment embeddings of ``cells`` (default all), as ``Squint.encode`` names them.
+
+        ``masked`` cells are removed from the graph; a masked cell among
+        ``cells`` gets the embedding of its reconstruction in place (see
+        :meth:`impute_cells`). ``decode=True`` adds ``x_dec``, the
+        reconstruction of every requested cell.
+
+        Returns
+        -------
+        dict with ``latent`` (m, latent), ``tokens`` (m,) all -1 and ``codes``
+        (m, 0): CIFM has no tokens.
+        """
+        cells = np.arange(data.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
+        graph = self.graph_of(data)
+        masked = np.zeros(data.n_cells, bool) if masked is None else self._check_mask(data, masked)
+        out: dict[str, np.ndarray] = {}
+        if masked.any():
+            x = graph.x_in.toarray()
+            x[masked] = reconstruct_tiled(self.module, graph, masked, np.flatnonzero(masked), self.config,
+                                          self.device)
+            lat = encode_tiled(self.module, graph, cells, self.config, self.device, x_override=x)
+            if decode:
+                out["x_dec"] = x[cells]
+        else:
+            lat = encode_tiled(self.module, graph, cells, self.config, self.device)
+            if decode:
+                out["x_dec"] = reconstruct_tiled(self.module, graph, masked, cells, self.config, self.device)
+        out.update(latent=lat, tokens=np.full(cells.size, -1, dtype=np.int64),
+                   codes=np.zeros((cells.size, 0), dtype=np.int64))
+        return out
+
+    def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
+                     library: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Impute ``cells`` (default: the masked ones) from their microenvironment.
+
+        All ``masked`` cells are removed from the encoder graph and padded with
+        ``e`` at their location; the decoder's normalised log expression is
+        turned into counts with :func:`counts_from_log` at an estimated depth:
+        a masked cell's library is the median library of the observed cells of
+        its section (unless ``library`` (n,) is given), exactly as in
+        ``Squint.impute_cells``.
+
+        Returns
+        -------
+        dict with
+            ``imputed`` (m, g) expected counts; ``imputed_nbr`` (m, g) the
+            cell's microenvironment on the same kNN (``data.nbr``) that defines
+            ``X_nbr``: measured counts of its observed members plus the imputed
+            counts of its masked members; ``x_log`` (m, g) the reconstruction
+            itself; ``tokens`` (m,) all -1 and ``codes`` (m, 0) (CIFM has no
+            tokens); ``latent`` (m, latent) the microenvironment embedding of
+            the cell with every masked cell carrying its reconstruction;
+            ``cells`` (m,).
+        """
+        masked = self._check_mask(data, masked)
+        cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
+        lib = data.library().astype(np.float64)
+        if library is None:
+            est = lib.copy()
+            for b in np.unique(data.batch[masked]):
+                sec = data.batch == b
+                obs = sec & ~masked
+                ref = lib[obs] if obs.any() else lib[~masked]
+                est[sec & masked] = np.median(ref) if ref.size else np.median(lib)
+        else:
+            est = np.asarray(library, dtype=np.float64)
+            if est.shape != (data.n_cells,):
+                raise ValueError(f"library has shape {est.shape}; expected ({data.n_cells},)")
+        graph = self.graph_of(data)
+        # every masked cell reconstructed once: needed for cells, their kNN members and the latent
+        all_masked = np.flatnonzero(masked)
+        x_all = graph.x_in.toarray()
+        if all_masked.size:
+            x_all[all_masked] = reconstruct_tiled(self.module, graph, masked, all_masked, self.config,
+                                                  self.device)
+        x_cells = x_all[cells]
+        seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
+        if seen.any():
+            x_cells[seen] = reconstruct_tiled(self.module, graph, masked, cells[seen], self.config, self.device)
+        imputed = counts_from_log(x_cells, est[cells])
+        # imputed X_nbr on the kNN table: measured observed members + imputed masked members
+        counts = data.counts
+        nb = data.nbr[cells]
+        members = np.concatenate([cells[:, None], nb], axis=1)
+        valid = members >= 0
+        safe = np.maximum(members, 0)
+        is_masked = masked[safe] & valid
+        nbr_sum = np.zeros((cells.size, data.n_genes))
+        obs_rows, obs_cols = np.nonzero(valid & ~is_masked)
+        if obs_rows.size:
+            sel = _row_selector(obs_rows, safe[obs_rows, obs_cols], cells.size, data.n_cells)
+            nbr_sum += np.asarray((sel @ counts).todense())
+        m_rows, m_cols = np.nonzero(is_masked)
+        if m_rows.size:
+            who = safe[m_rows, m_cols]
+            est_counts = counts_from_log(x_all[who], est[who])
+            np.add.at(nbr_sum, m_rows, est_counts)
+        latent = encode_tiled(self.module, graph, cells, self.config, self.device, x_override=x_all)
+        return {"imputed": imputed, "imputed_nbr": nbr_sum, "x_log": x_cells,
+                "tokens": np.full(cells.size, -1, dtype=np.int64),
+                "codes": np.zeros((cells.size, 0), dtype=np.int64), "latent": latent, "cells": cells}
+
+    def embed(self, adata: AnnData, *, key_added: str = K.CIFM_EMB_KEY, cell_key_added: str = K.CIFM_CELL_EMB_KEY,
+              copy: bool = False, align: bool = False) -> AnnData | None:
+        """Write microenvironment and cell embeddings of every cell.
+
+        ``obsm[key_added]`` (``'cifm_microenv'``) is the encoder output on the
+        radius graph; ``obsm[cell_key_added]`` (``'cifm_cell'``) the encoder
+        output with every edge removed (each cell alone), as in section 4 of
+        the paper. Parameters go to ``uns['squint']['cifm_embed']``.
+        """
+        data = self.prepare(adata, align=align)
+        graph = self.graph_of(data)
+        micro = encode_tiled(self.module, graph, np.arange(data.n_cells), self.config, self.device)
+        cell = self.embed_cells(data)
+        target = adata.copy() if copy else adata
+        target.obsm[key_added] = micro
+        target.obsm[cell_key_added] = cell
+        target.uns.setdefault(K.UNS_KEY, {})[EMBED_UNS] = {
+            "params": {"key_added": key_added, "cell_key_added": cell_key_added, "latent": self.config.latent,
+                       "radius": [float(r) for r in graph.radius], "sections": list(data.sections)},
+        }
+        return target if copy else None
+
+    @torch.no_grad()
+    def embed_cells(self, data: PreparedSlide, *, chunk: int = 8192) -> np.ndarray:
+        """Cell embeddings (edges removed) of every cell of prepared data, ``(n, latent)``."""
+        self.module.eval()
+        out = []
+        for start in range(0, data.n_cells, chunk):
+            x = torch.from_numpy(data.x_in[start:start + chunk].toarray()).to(self.device)
+            out.append(self.module.embed_cells(x).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.latent), np.float32)
+
+    def masked_loss(self, data: PreparedSlide | None = None, *, cells: np.ndarray | None = None,
+                    seed: int = 0) -> float:
+        """Balanced MSE (eq. 15) of reconstructing ``cells`` under disjoint random masks.
+
+        Every cell is masked once, in ``ceil(1 / mask_ratio)`` rounds. Use it
+        on a validation slide to pick epochs or options.
+        """
+        data = data or self.data
+        graph = self.graph_of(data)
+        cells = np.arange(data.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
+        return masked_loss(self.module, graph, cells, self.config, self.device, seed=seed)
+
+    def tokens(self, *args, **kwargs):
+        """CIFM has no tokens; always raises :class:`NoTokensError`.
+
+        CIFM learns continuous microenvironment embeddings, not a codebook.
+        Use :meth:`embed` (``obsm['cifm_microenv']`` / ``obsm['cifm_cell']``)
+        and cluster them (e.g. ``scanpy.tl.leiden``) if discrete niches are
+        needed, or train a :class:`~napari_squint.api.squint.Squint` model.
+        """
+        raise NoTokensError(
+            "CIFM has no tokens (no codebook): use Cifm.embed(adata) for obsm['cifm_microenv'] and "
+            "obsm['cifm_cell'] embeddings and cluster them, or train a Squint model for tokens")
+
+    # ------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder (config, genes, sections, safetensors weights, history) atomically."""
+        meta = {**self.meta, "version": __version__, "model": "cifm", "sections": self.sections,
+                "section_key": self.section_key, "spatial_key": self.spatial_key, "layer": self.layer,
+                "allow_non_counts": self.allow_non_counts, "history": self.history}
+        return save_checkpoint(path, state_dict=self.module.state_dict(), config=self.config.to_dict(),
+                               genes=self.genes, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> Cifm:
+        """Load a saved CIFM model on any device, without unpickling."""
+        state, config, genes, meta = load_checkpoint(path)
+        if meta.get("model") != "cifm":
+            raise SlideError(f"{path} holds a {meta.get('model', 'squint')!r} model, not CIFM")
+        cfg = CifmConfig.from_dict(config)
+        if device is not None:
+            cfg.device = device
+        self = cls(None, section_key=meta.get("section_key"), spatial_key=meta.get("spatial_key", K.SPATIAL_KEY),
+                   layer=meta.get("layer"), config=cfg, allow_non_counts=meta.get("allow_non_counts", False))
+        self.genes, self.sections = genes, list(meta["sections"])
+        self.history, self.meta = list(meta.get("history", [])), meta
+        self._build()
+        self.module.load_state_dict(state)
+        self.module.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        c = self.config
+        radius = f"{c.radius:g}" if c.radius is not None else f"{c.radius_factor:g} x median NN"
+        return (f"Cifm(genes={len(self.genes)}, sections={len(self.sections)}, radius={radius}, "
+                f"hidden={c.hidden}, latent={c.latent}, layers={c.layers}, device={self.device})")
+
+
+def _row_selector(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_rows, n_cols))
+
+
+def benchmark_method(
+    adata: AnnData,
+    heldout: np.ndarray,
+    test_idx: np.ndarray | None = None,
+    *,
+    section_key: str | None = K.SECTION_KEY,
+    spatial_key: str = K.SPATIAL_KEY,
+    seed: int = 0,
+    callback: Callable[[ProgressEvent], None] | None = None,
+    **options,
+) -> dict[str, np.ndarray]:
+    """CIFM as an imputation method for the benchmark: train without ``heldout``, impute it.
+
+    Parameters
+    ----------
+    adata
+        The whole slide (counts).
+    heldout
+        ``(n,)`` bool, cells excluded from training and masked at imputation.
+    test_idx
+        Cells to return (default: every held-out cell), rows in this order.
+    options
+        CIFM options (``epochs=``, ``radius=``...).
+
+    Returns
+    -------
+    dict with ``imputed`` and ``imputed_nbr`` (m, g) expected counts (see
+    :meth:`Cifm.impute_cells`), ``cells`` (m,), ``model`` (the trained Cifm)
+    and ``train_seconds``.
+    """
+    heldout = np.asarray(heldout, dtype=bool)
+    model = Cifm(adata, section_key=section_key, spatial_key=spatial_key, holdout=heldout, seed=seed, **options)
+    t0 = time.perf_counter()
+    model.train(callback=callback)
+    seconds = time.perf_counter() - t0
+    data = model.prepare(adata)
+    cells = np.flatnonzero(heldout) if test_idx is None else np.asarray(test_idx, dtype=np.int64)
+    res = model.impute_cells(data, heldout, cells=cells)
+    return {"imputed": res["imputed"], "imputed_nbr": res["imputed_nbr"], "cells": cells, "model": model,
+            "train_seconds": seconds}

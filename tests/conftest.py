@@ -1,0 +1,39 @@
+"""Shared fixtures: a small synthetic tissue and the real MERFISH file (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MERFISH = SHARED_DATA / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tissue():
+    """3 sections x ~1000 cells x 60 genes, seeded (read-only: copy before writing)."""
+    from napari_squint.data.synthetic import make_tissue
+
+    return make_tissue(n_cells=3000, n_genes=60, n_sections=3, seed=3)
+
+
+@pytest.fixture(scope="session")
+def merfish_path():
+    if not MERFISH.exists():
+        pytest.skip(f"needs the real MERFISH file at {MERFISH} (../shared/data is absent)")
+    return MERFISH
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tissue):
+    """A SQuINT model trained briefly on the tiny tissue."""
+    from napari_squint.api.squint import Squint
+
+    model = Squint(tissue, epochs=3, batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, seed=0)
+    model.train()
+    return model

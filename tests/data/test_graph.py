@@ -1,0 +1,53 @@
+import numpy as np
+import scipy.sparse as sp
+
+from napari_squint.data.graph import (edge_index_from_padded, knn, knn_graph, median_nn_distance,
+                                      neighbourhood_sum)
+
+
+def _grid(n=6):
+    xx, yy = np.meshgrid(np.arange(n), np.arange(n))
+    return np.c_[xx.ravel(), yy.ravel()].astype(float)
+
+
+def test_knn_excludes_self_and_sorts():
+    rng = np.random.default_rng(0)
+    xy = rng.random((50, 2))
+    idx, dist = knn(xy, 5)
+    assert idx.shape == (50, 5)
+    assert not (idx == np.arange(50)[:, None]).any()
+    assert np.all(np.diff(dist, axis=1) >= 0)
+    brute = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(brute, np.inf)
+    np.testing.assert_allclose(dist, np.sort(brute, axis=1)[:, :5])
+
+
+def test_graph_is_symmetric_and_has_no_self_loops():
+    rng = np.random.default_rng(1)
+    xy = rng.random((200, 2)) * 100
+    nbr, idx, _ = knn_graph(xy, 8)
+    ei = edge_index_from_padded(nbr)
+    a = sp.csr_matrix((np.ones(ei.shape[1]), (ei[1], ei[0])), shape=(200, 200))
+    assert (a != a.T).nnz == 0
+    assert a.diagonal().sum() == 0
+    # every kNN edge is present
+    for i in range(200):
+        assert set(idx[i]) <= set(nbr[i][nbr[i] >= 0])
+
+
+def test_neighbourhood_sum_known_answer():
+    xy = np.array([[0.0, 0], [1, 0], [2, 0], [10, 0]])
+    nbr, _, _ = knn_graph(xy, 1, max_degree=3)
+    X = sp.csr_matrix(np.array([[1, 0], [0, 2], [3, 0], [0, 5]]))
+    out = neighbourhood_sum(X, nbr).toarray()
+    # 0<->1 (1 is 0's NN; 0 and 2 tie for 1's NN), 2->1, 3->2: symmetrised
+    expected_rows = {i: set(nbr[i][nbr[i] >= 0]) for i in range(4)}
+    for i in range(4):
+        want = X.toarray()[[i, *expected_rows[i]]].sum(0)
+        np.testing.assert_array_equal(out[i], want)
+
+
+def test_median_nn_distance_unit_free():
+    xy = _grid()
+    assert median_nn_distance(xy) == 1.0
+    assert median_nn_distance(xy * 250.0) == 250.0
