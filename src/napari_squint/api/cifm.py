@@ -159,6 +159,7 @@ class Cifm:
                          mean_degree=self.graph.mean_degree(),
                          heldout_cells=adata.obs_names[holdout].tolist() if holdout is not None else [])
         self._build()
+        self.module.init_output(np.asarray(self.data.x_in.mean(0)).ravel())
 
     def _graph_config(self) -> GraphConfig:
         c = self.config

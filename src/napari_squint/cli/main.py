@@ -39,3 +39,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"squint {args.command}: interrupted", file=sys.stderr)
         return 130
+if __name__ == "__main__":
+    raise SystemExit(main())

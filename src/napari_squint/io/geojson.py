@@ -29,10 +29,10 @@ def _polygon(coords, where: str):
     from shapely.validation import explain_validity
 
     poly = Polygon(coords[0], holes=coords[1:] if len(coords) > 1 else None)
-    if poly.area <= 0:
-        raise SlideError(f"{where}: polygon has zero area")
     if not poly.is_valid:
         raise SlideError(f"{where}: invalid polygon ({explain_validity(poly)}); self-intersecting polygons are not allowed")
+    if poly.area <= 0:
+        raise SlideError(f"{where}: polygon has zero area")
     return poly
 
 

@@ -42,7 +42,7 @@ from torch_geometric.utils import subgraph
 
 from napari_squint.data.radius import median_nn_distance, radius_graph
 from napari_squint.nn.bias_free_mlp import BiasFreeMLP
-from napari_squint.nn.void_egnn import VoidInvariantEGNNLayer
+from napari_squint.nn.void_egnn import VoidInvariantEGNNLayer, rms_normalise
 
 __all__ = ["CifmModule", "sample_mask", "radius_edge_index"]
 
@@ -136,15 +136,21 @@ class CifmModule(nn.Module):
     length_scale
         Initial value of the ``length_scale`` buffer (coordinate units per
         model unit); usually set from data with :meth:`fit_length_scale`.
+    norm
+        Zero-preserving RMS normalisation in every layer and before the head.
 
     Notes
     -----
     Architecture: ``x_expr -> Linear(M, hidden, bias=False) -> encoder layers
     (hidden -> ... -> latent)``; ``z_pad -> decoder layers (latent -> hidden ->
-    ...) -> BiasFreeMLP(hidden, hidden, M) -> softplus``. Layers whose input
-    and output widths match are residual. Everything up to the decoder's head
-    is void invariant. The head's softplus keeps the reconstruction
-    non-negative but maps a zero input to ``log 2``; void invariance of the
+    ...) -> [RMS norm] -> BiasFreeMLP(hidden, hidden, M) + out_bias ->
+    softplus``. Layers whose input and output widths match are residual; with
+    ``norm=True`` (default) every layer RMS-normalises its input features
+    (zero-preserving, see :class:`~napari_squint.nn.void_egnn.VoidInvariantEGNNLayer`),
+    which keeps activations finite on real expression values. Everything up
+    to the decoder's head is void invariant. The head's gene-wise ``out_bias``
+    (set with :meth:`init_output`) and softplus keep the reconstruction
+    non-negative and start it at the mean expression; void invariance of the
     decoder *output* is not required (decoded cells are never void: a masked
     cell carries ``e``, which must therefore not be zero; it is drawn from a
     standard normal).
@@ -166,6 +172,7 @@ class CifmModule(nn.Module):
         act: str = "silu",
         coord_scale: float = 0.1,
         length_scale: float = 1.0,
+        norm: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -190,11 +197,12 @@ class CifmModule(nn.Module):
             n_layers_dec=int(n_layers_dec),
             act=act,
             coord_scale=float(coord_scale),
+            norm=bool(norm),
         )
 
         def layer(a: int, b: int) -> VoidInvariantEGNNLayer:
             return VoidInvariantEGNNLayer(
-                a, b, hidden, act=act, coord_scale=coord_scale, residual=(a == b)
+                a, b, hidden, act=act, coord_scale=coord_scale, residual=(a == b), norm=norm
             )
 
         self.input_proj = nn.Linear(n_genes, hidden, bias=False)
@@ -204,6 +212,8 @@ class CifmModule(nn.Module):
         dec_sizes = [latent] + [hidden] * n_layers_dec
         self.decoder = nn.ModuleList(layer(a, b) for a, b in zip(dec_sizes[:-1], dec_sizes[1:]))
         self.head = BiasFreeMLP(hidden, hidden, n_genes, act=act)
+        self.norm = bool(norm)
+        self.out_bias = nn.Parameter(torch.zeros(n_genes))
         self.register_buffer("length_scale", torch.tensor(float(length_scale)))
         self.reset_parameters()
 
@@ -215,6 +225,22 @@ class CifmModule(nn.Module):
             lay.reset_parameters()
         self.head.reset_parameters()
         nn.init.normal_(self.padding)
+        nn.init.zeros_(self.out_bias)
+
+    @torch.no_grad()
+    def init_output(self, mean_expr) -> None:
+        """Start the reconstruction at a gene-wise level: ``softplus(out_bias) = mean_expr``.
+
+        Parameters
+        ----------
+        mean_expr
+            ``(n_genes,)`` mean normalised log expression of the training cells.
+        """
+        m = torch.as_tensor(mean_expr, dtype=self.out_bias.dtype, device=self.out_bias.device)
+        if m.shape != (self.n_genes,):
+            raise ValueError(f"mean_expr must have shape ({self.n_genes},), got {tuple(m.shape)}")
+        m = m.clamp_min(1e-3)
+        self.out_bias.copy_(m + torch.log(-torch.expm1(-m)))  # inverse softplus
 
     @torch.no_grad()
     def fit_length_scale(self, coords) -> float:
@@ -381,7 +407,9 @@ class CifmModule(nn.Module):
             raise ValueError(f"z_pad must have shape (n, {self.latent}), got {tuple(z_pad.shape)}")
         x = self.normalise_coords(coords, batch=batch)
         z, _ = self._stack(self.decoder, z_pad, x, edge_index)
-        return F.softplus(self.head(z))
+        if self.norm:
+            z = rms_normalise(z)
+        return F.softplus(self.head(z) + self.out_bias)
 
     def forward_masked(
         self,

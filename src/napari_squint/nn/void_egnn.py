@@ -17,7 +17,7 @@ would change with the number of neighbours). Hence real nodes do not see void
 nodes, and void nodes stay void (``z' = BFMLP4(0) = 0``, ``x' = x``), so the
 property holds through any stack of layers.
 
-Two choices beyond the paper's equations, both keeping the properties above:
+Choices beyond the paper's equations, all keeping the properties above:
 
 * the inner product is divided by ``sqrt(in_channels)`` (as in dot-product
   attention) so the intensity does not grow with the width;
@@ -25,7 +25,13 @@ Two choices beyond the paper's equations, both keeping the properties above:
   multiplied by ``coord_scale`` (default 0.1): with sum pooling the raw
   update grows with the node degree and can blow coordinates up early in
   training. Each edge then moves ``x_i`` by at most
-  ``coord_scale * ||x_i - x_j||``.
+  ``coord_scale * ||x_i - x_j||``;
+* optional zero-preserving RMS normalisation (``norm=True``): the features
+  entering eqs. 11-12 are ``g * z / sqrt(mean(z^2) + eps)`` (no centring, no
+  bias, so a void row stays exactly zero) and the inner product is divided
+  by ``in_channels`` (a cosine-like value in ``[-1, 1]``). Without it the
+  message grows like ``|z|^3`` per layer (intensity ``~ |z|^2`` times the
+  features), which overflows a few layers deep on real expression values.
 """
 
 from __future__ import annotations
@@ -37,7 +43,25 @@ from torch import Tensor, nn
 
 from napari_squint.nn.bias_free_mlp import BiasFreeMLP
 
-__all__ = ["VoidInvariantEGNNLayer"]
+__all__ = ["VoidInvariantEGNNLayer", "rms_normalise"]
+
+
+def rms_normalise(z: Tensor, eps: float = 1e-6) -> Tensor:
+    """``z / sqrt(mean(z^2) + eps)`` over the last axis; an all-zero row stays zero.
+
+    Parameters
+    ----------
+    z
+        ``(*, d)`` features.
+    eps
+        Positive constant; keeps the map (and its gradient) finite at 0.
+
+    Returns
+    -------
+    Tensor
+        ``(*, d)`` rows of root-mean-square about 1 (0 for void rows).
+    """
+    return z * torch.rsqrt((z * z).mean(dim=-1, keepdim=True) + eps)
 
 
 def _safe_norm(diff: Tensor) -> Tensor:
@@ -81,6 +105,11 @@ class VoidInvariantEGNNLayer(nn.Module):
         a node with no neighbour would get ``z' = BFMLP4(0) = 0``. Self loops
         do not move coordinates (``x_i - x_i = 0``) and a void node's self
         message is zero.
+    norm
+        RMS-normalise the input features (with a learnable gain) before the
+        intensity and the message, and divide the inner product by
+        ``in_channels`` instead of ``sqrt(in_channels)``; the residual adds
+        the un-normalised ``z``. Zero-preserving, so void invariance holds.
 
     Shapes
     ------
@@ -103,6 +132,7 @@ class VoidInvariantEGNNLayer(nn.Module):
         coord_scale: float = 0.1,
         residual: bool = False,
         add_self_loops: bool = True,
+        norm: bool = False,
     ) -> None:
         super().__init__()
         if hidden_channels is None:
@@ -122,8 +152,10 @@ class VoidInvariantEGNNLayer(nn.Module):
         self.coord_scale = float(coord_scale)
         self.residual = residual
         self.add_self_loops = add_self_loops
+        self.norm = bool(norm)
 
         h = hidden_channels
+        self.norm_gain = nn.Parameter(torch.ones(in_channels)) if self.norm else None
         self.mlp_int = BiasFreeMLP(1, h, 1, act=act)  # BFMLP1, eq. 11
         self.mlp_msg = BiasFreeMLP(2 * in_channels + 1, h, h, act=act, act_last=True)  # eq. 12
         self.mlp_coord = BiasFreeMLP(h, h, 1, act=act)  # BFMLP3, eq. 13
@@ -139,6 +171,8 @@ class VoidInvariantEGNNLayer(nn.Module):
         """
         for mlp in (self.mlp_int, self.mlp_msg, self.mlp_coord, self.mlp_node):
             mlp.reset_parameters()
+        if self.norm_gain is not None:
+            nn.init.ones_(self.norm_gain)
         nn.init.xavier_uniform_(self.mlp_coord.last.weight, gain=0.001)
 
     def forward(self, z: Tensor, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -180,8 +214,13 @@ class VoidInvariantEGNNLayer(nn.Module):
             src = torch.cat([src, loop])
             dst = torch.cat([dst, loop])
 
-        z_i, z_j = z[dst], z[src]
-        inner = (z_i * z_j).sum(dim=-1, keepdim=True) / math.sqrt(self.in_channels)
+        if self.norm:
+            zn = rms_normalise(z) * self.norm_gain
+            z_i, z_j = zn[dst], zn[src]
+            inner = (z_i * z_j).sum(dim=-1, keepdim=True) / self.in_channels
+        else:
+            z_i, z_j = z[dst], z[src]
+            inner = (z_i * z_j).sum(dim=-1, keepdim=True) / math.sqrt(self.in_channels)
         intensity = self.mlp_int(inner)  # (E, 1), zero if i or j is void
         diff = x[dst] - x[src]  # (E, k)
         msg_in = torch.cat([z_i, z_j, _safe_norm(diff)], dim=-1) * intensity
@@ -204,5 +243,5 @@ class VoidInvariantEGNNLayer(nn.Module):
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
             f"hidden_channels={self.hidden_channels}, coord_scale={self.coord_scale}, "
-            f"residual={self.residual}, add_self_loops={self.add_self_loops})"
+            f"residual={self.residual}, add_self_loops={self.add_self_loops}, norm={self.norm})"
         )

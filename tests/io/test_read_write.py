@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from napari_squint.data.validate import SlideError
+from napari_squint.io.read import read_slide
+from napari_squint.io.write import to_spatialdata, write_h5ad, write_spatialdata
+
+
+def test_h5ad_roundtrip_atomic(tmp_path, tissue):
+    p = write_h5ad(tissue, tmp_path / "slide.h5ad")
+    a = read_slide(p, section_key="section")
+    assert a.shape == tissue.shape
+    np.testing.assert_allclose(a.obsm["spatial"], tissue.obsm["spatial"])
+    assert a.uns["squint_source"]["format"] == "h5ad"
+    assert [f.name for f in tmp_path.iterdir()] == ["slide.h5ad"]
+    with pytest.raises(FileExistsError):
+        write_h5ad(tissue, p, overwrite=False)
+
+
+def test_spatialdata_roundtrip_finds_table_keys(tmp_path, tissue):
+    sdata = to_spatialdata(tissue, section_key="section")
+    assert len(sdata.shapes) == tissue.obs["section"].nunique()
+    p = write_spatialdata(sdata, tmp_path / "slide.zarr")
+    a = read_slide(p, section_key="section")
+    assert a.n_obs == tissue.n_obs
+    assert a.uns["squint_source"]["region_key"] == "region"
+    np.testing.assert_allclose(np.asarray(a.obsm["spatial"]), tissue.obsm["spatial"], atol=1e-4)
+
+
+def test_spatialdata_coordinates_from_shapes_when_table_has_none(tmp_path, tissue):
+    sdata = to_spatialdata(tissue, section_key="section")
+    del sdata.tables["table"].obsm["spatial"]
+    p = write_spatialdata(sdata, tmp_path / "s.zarr")
+    a = read_slide(p)
+    sec = a.obs["section"].astype(str).to_numpy()
+    orig = tissue.obs["section"].astype(str).to_numpy()
+    for s in np.unique(orig):
+        np.testing.assert_allclose(np.sort(a.obsm["spatial"][sec == s, 0]), np.sort(tissue.obsm["spatial"][orig == s, 0]),
+                                   atol=1e-4)
+
+
+def test_read_errors_name_the_fault(tmp_path, tissue):
+    with pytest.raises(FileNotFoundError, match="nope.h5ad"):
+        read_slide(tmp_path / "nope.h5ad")
+    p = write_h5ad(tissue, tmp_path / "s.h5ad")
+    with pytest.raises(SlideError, match="'counts'"):
+        read_slide(p, layer="counts")
+    with pytest.raises(SlideError, match="'xy'"):
+        read_slide(p, spatial_key="xy")
+    bad = tmp_path / "x.csv"
+    bad.write_text("a")
+    with pytest.raises(SlideError, match="unsupported"):
+        read_slide(bad)
