@@ -8,6 +8,7 @@ from torch import nn
 from torch_geometric.nn import SAGEConv
 
 from napari_squint.data.batch import Batch
+from napari_squint.nn.centre import SyncCentre
 from napari_squint.nn.codebook import CosineCodebook
 from napari_squint.nn.film import FiLM
 from napari_squint.nn.mlp import mlp
@@ -79,7 +80,7 @@ class SquintModule(nn.Module):
         self.enc_film = FiLM(cond_dim, cfg.latent) if cond_dim else None
         # centre latents (running mean/var, no affine) so that cosine assignment is
         # not dominated by a direction shared by every cell, which collapses codebooks
-        self.centre = nn.BatchNorm1d(cfg.latent, affine=False, momentum=0.05)
+        self.centre = SyncCentre(cfg.latent, momentum=0.05)
         self.codebook = CosineCodebook(cfg.latent, cfg.codebook_size, heads=cfg.heads,
                                        decay=cfg.ema_decay, dead_threshold=cfg.dead_threshold)
         self.decoder = FiLMDecoder(cfg.latent, cfg.hidden, n_genes, cond_dim)

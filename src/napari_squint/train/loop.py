@@ -26,6 +26,17 @@ def mask_fraction(epoch: int, n_epochs: int, start: float, end: float) -> float:
     return start + (end - start) * epoch / (n_epochs - 1)
 
 
+def _common_steps(n: int, device) -> int:
+    """Number of steps every data-parallel rank can take this epoch (the minimum over ranks)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def _core(module):
     return module.module if hasattr(module, "module") else module
 
@@ -67,9 +78,8 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
     if not bool(core.codebook.initted):
         yield ProgressEvent("kmeans", message="k-means initialisation of the codebook")
         init_codebook(module, data, cells, cfg, device)
-        tot = np.asarray(data.x_nbr[cells].sum(0)).ravel()
+        tot = np.asarray(data.x_nbr.sum(0)).ravel()  # all cells: identical on every rank
         core.init_from_data(torch.from_numpy(tot / max(tot.sum(), 1.0)).float().to(device))
-    n_batches_est = max(1, int(np.ceil(cells.size / cfg.batch_size)))
     history = [] if history is None else history
     vocab = core.codebook.codebook_size
     for epoch in range(start_epoch, cfg.epochs):
@@ -80,7 +90,9 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         sums: dict[str, float] = defaultdict(float)
         usage = torch.zeros(core.codebook.heads, vocab)
         n_steps = 0
-        for step, seeds in enumerate(epoch_batches(data, cells, cfg.batch_size, rng)):
+        batches = list(epoch_batches(data, cells, cfg.batch_size, rng))
+        batches = batches[:_common_steps(len(batches), device)]
+        for step, seeds in enumerate(batches):
             bid = data.batch[seeds].copy()
             if cfg.batch_unknown_p > 0:
                 bid[rng.random(seeds.size) < cfg.batch_unknown_p] = core.n_batches
@@ -104,7 +116,7 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
                     sums[key] += float(out[key].detach())
             sums["loss"] += float(loss.detach())
             n_steps += 1
-            yield ProgressEvent("step", step=step + 1, total=n_batches_est, epoch=epoch + 1, n_epochs=cfg.epochs,
+            yield ProgressEvent("step", step=step + 1, total=len(batches), epoch=epoch + 1, n_epochs=cfg.epochs,
                                 metrics={"loss": float(loss.detach())})
         dt = time.perf_counter() - t0
         p = usage / usage.sum(1, keepdim=True).clamp(min=1)
