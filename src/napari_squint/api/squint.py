@@ -147,7 +147,8 @@ class Squint:
 
     @torch.no_grad()
     def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None, cells: np.ndarray | None = None,
-               batch_size: int = 8192, decode: bool = False) -> dict[str, np.ndarray]:
+               batch_size: int = 8192, decode: bool = False,
+               callback: Callable[[ProgressEvent], None] | None = None) -> dict[str, np.ndarray]:
         """Latents, codes and tokens of ``cells`` (default all) of prepared data.
 
         ``masked`` (n,) marks cells whose input is replaced by the learned mask
@@ -157,7 +158,10 @@ class Squint:
         self.module.eval()
         cells = np.arange(data.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
         lat, qs, codes, probs, probs_c = [], [], [], [], []
-        for idx in chunks(cells.size, batch_size):
+        total = int(np.ceil(cells.size / batch_size))
+        for step, idx in enumerate(chunks(cells.size, batch_size)):
+            if callback is not None:
+                callback(ProgressEvent("encode", step=step, total=total, message=f"encoding {cells.size} cells"))
             b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
             h, c = self.module.encode(b)
             q, code, _ = self.module.codebook(h, update=False)
@@ -213,7 +217,7 @@ class Squint:
                 "tokens": res["tokens"], "codes": res["codes"], "latent": res["latent"], "cells": cells}
 
     def tokens(self, adata: AnnData, *, key_added: str = K.TOKEN_KEY, copy: bool = False,
-               align: bool = False) -> AnnData | None:
+               align: bool = False, callback: Callable[[ProgressEvent], None] | None = None) -> AnnData | None:
         """Assign every cell a token.
 
         Writes ``obs[key_added]`` (categorical token ids), ``obsm['squint_latent']``,
@@ -221,7 +225,7 @@ class Squint:
         ``uns['squint']['tokens']``. Returns the AnnData when ``copy=True``.
         """
         data = self.prepare(adata, align=align)
-        res = self.encode(data)
+        res = self.encode(data, callback=callback)
         target = adata.copy() if copy else adata
         vocab = np.arange(self.module.codebook.vocabulary_size)
         target.obs[key_added] = pd.Categorical(res["tokens"], categories=vocab[np.isin(vocab, res["tokens"])])

@@ -14,6 +14,8 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer", default=None, help="counts layer (default: X)")
     g.add_argument("--table", default=None, help="SpatialData table name (when the .zarr holds several)")
     g.add_argument("--allow-non-counts", action="store_true", help="accept non-integer (normalised) values")
+    g.add_argument("--backed", action="store_true",
+                   help="read an .h5ad lazily (counts stay on disk and are read chunk by chunk)")
 
 
 def section_key(args) -> str | None:
@@ -24,7 +26,7 @@ def read(args, path):
     from napari_squint.io.read import read_slide
 
     return read_slide(path, table_key=args.table, layer=args.layer, section_key=section_key(args),
-                      spatial_key=args.spatial_key)
+                      spatial_key=args.spatial_key, backed=getattr(args, "backed", False))
 
 
 def load_model(path, *, device=None):

@@ -32,6 +32,10 @@ class TerminalProgress:
                               f"adj {m.get('adj_loss', 0):.3f}  commit {m.get('commit_loss', 0):.4f}  "
                               f"util {m.get('utilisation', 0):.2f}  ppl {m.get('epoch_perplexity', 0):.1f}  "
                               f"{m.get('cells_per_s', 0):.0f} cells/s  {el:.1f}s\n")
+        elif ev.stage == "encode":
+            if self.tty or ev.step == 0:
+                self.stream.write(("\r" if self.tty else "") + f"{ev.message}: chunk {ev.step + 1}/{ev.total} {el:6.1f}s"
+                                  + ("" if self.tty else "\n"))
         else:
             msg = ev.message or ev.stage
             self.stream.write(f"[{el:6.1f}s] {msg}\n")

@@ -21,7 +21,9 @@ def run(args) -> int:
 
     model = common.load_model(args.model_dir, device=args.device)
     adata = common.read(args, args.data)
-    model.tokens(adata, align=args.align_genes)
+    from napari_squint.cli.progress import TerminalProgress
+
+    model.tokens(adata, align=args.align_genes, callback=TerminalProgress())
     write_h5ad(adata, args.out)
     print(f"wrote {args.out}: {adata.obs['squint_token'].nunique()} tokens used over {adata.n_obs} cells")
     return 0

@@ -100,6 +100,35 @@ def log_normalise_sparse(counts: sp.csr_matrix, target_sum: float = 1e4) -> sp.c
     return sp.csr_matrix(tmp.X, dtype=np.float32)
 
 
+def _is_lazy(adata: AnnData, layer: str | None) -> bool:
+    X = adata.X if layer is None else adata.layers[layer]
+    return not isinstance(X, (np.ndarray, sp.spmatrix, sp.sparray)) and hasattr(X, "shape")
+
+
+def load_counts_chunked(adata: AnnData, gidx: np.ndarray, *, layer: str | None = None, chunk: int = 50_000,
+                        allow_non_counts: bool = False, validate: bool = True) -> sp.csr_matrix:
+    """Read the counts of genes ``gidx`` from a backed ``.h5ad`` or a lazy (dask / on-disk) matrix.
+
+    Only ``chunk`` rows of the full matrix are in memory at a time, so a slide
+    whose full matrix does not fit in memory can be used when the model's genes
+    do. Each chunk is validated like in-memory counts.
+    """
+    from napari_squint.data.validate import check_counts
+
+    X = adata.X if layer is None else adata.layers[layer]
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    parts = []
+    for start in range(0, adata.n_obs, chunk):
+        block = X[start:start + chunk]
+        if hasattr(block, "compute"):
+            block = block.compute()
+        block = sp.csr_matrix(block)[:, gidx]
+        if validate:
+            check_counts(block, where=f"{where} rows {start}-{start + block.shape[0]}", allow_non_counts=allow_non_counts)
+        parts.append(sp.csr_matrix(block, dtype=np.float32))
+    return sp.vstack(parts, format="csr")
+
+
 def _tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
     """Grid tiles holding about ``tile_cells`` cells each (ids local to the section)."""
     n = coords.shape[0]
@@ -139,17 +168,6 @@ def prepare_slide(
         sections not in the list get the "unknown" batch id ``len(sections)``.
     """
     graph = graph or GraphConfig()
-    if validate:
-        counts_all, coords, sec = validate_slide(
-            adata, section_key=section_key, spatial_key=spatial_key, layer=layer, k=graph.k,
-            allow_non_counts=allow_non_counts,
-        )
-    else:
-        from napari_squint.data.validate import check_coordinates, check_sections, get_counts
-
-        counts_all = get_counts(adata, layer)
-        coords = check_coordinates(adata, spatial_key)
-        sec = check_sections(adata, section_key, min_cells=graph.k + 1)
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise SlideError(
@@ -157,7 +175,29 @@ def prepare_slide(
             "the model was trained on other genes (use align_genes=True to fill them with zeros)"
         )
     gidx = adata.var_names.get_indexer(genes)
-    counts = sp.csr_matrix(counts_all[:, gidx], dtype=np.float32)
+    if adata.isbacked or _is_lazy(adata, layer):
+        # counts stay on disk: read them chunk by chunk, keeping only the model's genes
+        from napari_squint.data.validate import check_coordinates, check_sections
+
+        if validate and not adata.obs_names.is_unique:
+            raise SlideError("duplicate cell ids in adata.obs_names")
+        coords = check_coordinates(adata, spatial_key)
+        sec = check_sections(adata, section_key, min_cells=graph.k + 1)
+        counts = load_counts_chunked(adata, gidx, layer=layer, allow_non_counts=allow_non_counts,
+                                     validate=validate)
+    else:
+        if validate:
+            counts_all, coords, sec = validate_slide(
+                adata, section_key=section_key, spatial_key=spatial_key, layer=layer, k=graph.k,
+                allow_non_counts=allow_non_counts,
+            )
+        else:
+            from napari_squint.data.validate import check_coordinates, check_sections, get_counts
+
+            counts_all = get_counts(adata, layer)
+            coords = check_coordinates(adata, spatial_key)
+            sec = check_sections(adata, section_key, min_cells=graph.k + 1)
+        counts = sp.csr_matrix(counts_all[:, gidx], dtype=np.float32)
     x_in = log_normalise_sparse(counts)
 
     names = [str(s) for s in sec.cat.categories]
