@@ -240,11 +240,13 @@ class Squint:
 
     @torch.no_grad()
     def reconstruction_report(self, data: PreparedSlide | None = None, *, max_cells: int = 20000, seed: int = 0) -> dict:
-        """Mean NB negative log-likelihood of X_nbr: the model versus a mean-profile baseline.
+        """NB negative log-likelihood and deviance of X_nbr: the model versus a mean-profile baseline.
 
         The baseline predicts every microenvironment as the global mean gene
         proportions times its read depth, with its own gene-wise dispersion
-        fitted by maximum likelihood, so the comparison is fair to it.
+        fitted by maximum likelihood, so the comparison is fair to it. The
+        deviance is the NLL above a saturated model (mean = the observed counts);
+        ``deviance_explained = 1 - model_deviance / mean_profile_deviance``.
         """
         data = data or self.data
         rng = np.random.default_rng(seed)
@@ -264,9 +266,15 @@ class Squint:
                 loss = -nb_log_likelihood(x, mu0, log_t.exp()).mean()
                 loss.backward()
                 opt.step()
-        base_nll = -nb_log_likelihood(x, mu0, log_t.detach().exp()).mean()
+        theta0 = log_t.detach().exp()
+        base_nll = -nb_log_likelihood(x, mu0, theta0).mean()
+        # deviance: NLL above a saturated model (mu = x) that no model can beat
+        sat_model = -nb_log_likelihood(x, x, theta).mean()
+        sat_base = -nb_log_likelihood(x, x, theta0).mean()
+        dev_model, dev_base = float(model_nll - sat_model), float(base_nll - sat_base)
         return {"model_nb_nll": float(model_nll), "mean_profile_nb_nll": float(base_nll),
-                "ratio": float(model_nll / base_nll), "n_cells": int(cells.size)}
+                "ratio": float(model_nll / base_nll), "model_deviance": dev_model, "mean_profile_deviance": dev_base,
+                "deviance_explained": 1.0 - dev_model / dev_base, "n_cells": int(cells.size)}
 
     def codebook_stats(self, tokens: np.ndarray | None = None) -> dict:
         """Utilisation (fraction of codes used per head) and perplexity over a slide's assignments."""

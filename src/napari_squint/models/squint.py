@@ -111,15 +111,18 @@ class SquintModule(nn.Module):
         x[masked] = m
         return x
 
-    def encode(self, batch: Batch, *, noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pre-quantisation latents of the seeds: (B, latent), and the condition vector."""
+    def encode(self, batch: Batch, *, noise: float = 0.0, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pre-quantisation latents of the seeds: (B, latent), and the condition vector.
+
+        ``raw=True`` returns the latents before centring (used to calibrate it).
+        """
         x = self.masked_input(batch.x_in, batch.masked, noise)
         h_all = self.enc_mlp(x)
         h = self.sage((h_all, h_all[batch.seed_local]), batch.edge_index)
         c = self.conditions(batch.cond, batch.batch_id)
         if self.enc_film is not None:
             h = self.enc_film(h, c)
-        return self.centre(h), c
+        return (h if raw else self.centre(h)), c
 
     # ---------------------------------------------------------------- decoders
     def gene_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:

@@ -26,6 +26,7 @@ class SyncCentre(nn.Module):
         self.dim, self.momentum, self.eps = dim, momentum, eps
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
 
     @torch.no_grad()
     def _stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,11 +44,21 @@ class SyncCentre(nn.Module):
         if self.training:
             mean, var = self._stats(h)
             with torch.no_grad():
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var, self.momentum)
+                # cumulative average for the first 1/momentum steps, then exponential
+                self.steps += 1
+                w = max(self.momentum, 1.0 / float(self.steps))
+                self.running_mean.lerp_(mean, w)
+                self.running_var.lerp_(var, w)
         else:
             mean, var = self.running_mean, self.running_var
         return (h - mean) / torch.sqrt(var + self.eps)
+
+    @torch.no_grad()
+    def calibrate(self, h: torch.Tensor) -> None:
+        """Set the running statistics from latents ``h`` (N, dim) of the final model."""
+        mean, var = self._stats(h)
+        self.running_mean.copy_(mean)
+        self.running_var.copy_(var)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.dim}, momentum={self.momentum})"

@@ -42,6 +42,20 @@ def _core(module):
 
 
 @torch.no_grad()
+def calibrate_centre(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device, *, batch_size=8192):
+    """Set the latent centring statistics from the final model on a cell sample (unmasked)."""
+    core = _core(module)
+    rng = np.random.default_rng(cfg.seed + 2)
+    sample = rng.choice(cells, size=min(cfg.kmeans_cells, cells.size), replace=False)
+    was = core.training
+    core.eval()
+    lat = [core.encode(make_batch(data, sample[idx], targets=False).to(device), raw=True)[0]
+           for idx in chunks(sample.size, batch_size)]
+    core.centre.calibrate(torch.cat(lat))
+    core.train(was)
+
+
+@torch.no_grad()
 def init_codebook(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device, *, batch_size=8192):
     """k-means initialisation of the codebook on unmasked latents of a cell sample."""
     core = _core(module)
@@ -49,12 +63,10 @@ def init_codebook(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConf
     sample = rng.choice(cells, size=min(cfg.kmeans_cells, cells.size), replace=False)
     was = core.training
     core.eval()
-    lat = []
-    for idx in chunks(sample.size, batch_size):
-        b = make_batch(data, sample[idx], targets=False).to(device)
-        h, _ = core.encode(b)
-        lat.append(h)
-    core.codebook.init_kmeans(torch.cat(lat), seed=cfg.seed)
+    raw = torch.cat([core.encode(make_batch(data, sample[idx], targets=False).to(device), raw=True)[0]
+                     for idx in chunks(sample.size, batch_size)])
+    core.centre.calibrate(raw)
+    core.codebook.init_kmeans(core.centre(raw), seed=cfg.seed)
     core.train(was)
 
 
@@ -125,6 +137,8 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         rec.update(epoch=epoch + 1, mask_fraction=frac, seconds=dt, cells_per_s=cells.size / dt,
                    utilisation=float((usage > 0).float().mean()), epoch_perplexity=float(ent.exp().mean()),
                    codebook_size=vocab)
+        if epoch == cfg.epochs - 1:
+            calibrate_centre(module, data, cells, cfg, device)
         history.append(rec)
         yield ProgressEvent("epoch", epoch=epoch + 1, n_epochs=cfg.epochs, step=epoch + 1, total=cfg.epochs,
                             metrics=rec)
