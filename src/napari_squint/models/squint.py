@@ -146,16 +146,18 @@ class SquintModule(nn.Module):
         out = {"latent": h, "quantised": q, "codes": codes, **vq}
         if batch.x_nbr is not None:
             probs, probs_cell = self.both_probs(q, c)
-            lib = batch.x_nbr.sum(-1, keepdim=True)
-            ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.exp())
-            out["nb_loss"] = -ll.mean()
-            if batch.x_cell is not None:
-                lib_c = batch.x_cell.sum(-1, keepdim=True)
-                llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.exp())
-                out["nb_cell_loss"] = -llc.mean()
+            with torch.autocast(device_type=q.device.type, enabled=False):  # likelihoods in float32
+                probs, probs_cell = probs.float(), probs_cell.float()
+                lib = batch.x_nbr.sum(-1, keepdim=True)
+                ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.float().exp())
+                out["nb_loss"] = -ll.mean()
+                if batch.x_cell is not None:
+                    lib_c = batch.x_cell.sum(-1, keepdim=True)
+                    llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.float().exp())
+                    out["nb_cell_loss"] = -llc.mean()
         if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
-            pos = self.edge_logits(q, batch.pos_edges)
-            neg = self.edge_logits(q, batch.neg_edges)
+            pos = self.edge_logits(q, batch.pos_edges).float()
+            neg = self.edge_logits(q, batch.neg_edges).float()
             logits = torch.cat([pos, neg])
             target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
             out["adj_loss"] = F.binary_cross_entropy_with_logits(logits, target)

@@ -44,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  #: torch CPU threads (None: torch's default)
+    amp: bool = True  #: bf16 autocast on CUDA (ignored on CPU)
+    prefetch: int = 2  #: batches assembled ahead in a background thread
 
 
 @dataclass

@@ -17,6 +17,7 @@ from napari_squint.data.batch import chunks, epoch_batches, make_batch
 from napari_squint.data.prepare import PreparedSlide
 from napari_squint.train.config import TrainConfig
 from napari_squint.train.events import ProgressEvent
+from napari_squint.train.prefetch import prefetch
 
 
 def mask_fraction(epoch: int, n_epochs: int, start: float, end: float) -> float:
@@ -93,6 +94,7 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         tot = np.asarray(data.x_nbr.sum(0)).ravel()  # all cells: identical on every rank
         core.init_from_data(torch.from_numpy(tot / max(tot.sum(), 1.0)).float().to(device))
     history = [] if history is None else history
+    use_amp = bool(cfg.amp) and device.type == "cuda"
     vocab = core.codebook.codebook_size
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
@@ -104,12 +106,24 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         n_steps = 0
         batches = list(epoch_batches(data, cells, cfg.batch_size, rng))
         batches = batches[:_common_steps(len(batches), device)]
-        for step, seeds in enumerate(batches):
+        # per-batch random draws are made here, in order, so results do not depend on thread timing
+        plans = []
+        for seeds in batches:
             bid = data.batch[seeds].copy()
             if cfg.batch_unknown_p > 0:
                 bid[rng.random(seeds.size) < cfg.batch_unknown_p] = core.n_batches
-            batch = make_batch(data, seeds, masked=masked, rng=rng, batch_id=bid).to(device, non_blocking=True)
-            out = module(batch, noise=cfg.mask_noise)
+            plans.append((seeds, bid, int(rng.integers(2**31))))
+        pin = device.type == "cuda"
+
+        def assemble(plan):
+            seeds, bid, bseed = plan
+            b = make_batch(data, seeds, masked=masked, rng=np.random.default_rng(bseed), batch_id=bid)
+            return b.pin_memory() if pin else b
+
+        for step, batch in enumerate(prefetch(plans, assemble, depth=cfg.prefetch)):
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = module(batch, noise=cfg.mask_noise)
             vq = out["code_loss"] + out["commit_loss"]
             loss = cfg.lambda_x * out["nb_loss"] + cfg.lambda_e * vq + cfg.lambda_m * out["mask_norm"]
             if "nb_cell_loss" in out:
