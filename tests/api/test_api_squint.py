@@ -58,3 +58,4 @@ def test_end_to_end_on_two_merfish_sections(merfish_path):
     assert stats["utilisation"] > 10 * collapsed
     assert stats["tokens_used"] > 50
     assert rec["model_nb_nll"] < 0.97 * rec["mean_profile_nb_nll"]
+    assert rec["deviance_explained"] > 0.2

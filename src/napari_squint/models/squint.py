@@ -89,10 +89,16 @@ class SquintModule(nn.Module):
         self.adj = mlp([cfg.latent, cfg.hidden, cfg.adj_dim], norm=False)
 
     @torch.no_grad()
-    def init_from_data(self, gene_props: torch.Tensor) -> None:
-        """Start the decoder at the data's mean gene proportions (softmax bias = log p)."""
+    def init_from_data(self, gene_props: torch.Tensor, theta_nbr: torch.Tensor | None = None,
+                       theta_cell: torch.Tensor | None = None) -> None:
+        """Start the decoder at the data's mean gene proportions (softmax bias = log p) and
+        the dispersions at their method-of-moments estimates under that mean profile."""
         self.decoder.out.bias.copy_(torch.log(gene_props.clamp(min=1e-8)).to(self.decoder.out.bias))
         self.decoder.out_cell.bias.copy_(torch.log(gene_props.clamp(min=1e-8)).to(self.decoder.out.bias))
+        if theta_nbr is not None:
+            self.log_theta.copy_(torch.log(theta_nbr).to(self.log_theta))
+        if theta_cell is not None:
+            self.log_theta_cell.copy_(torch.log(theta_cell).to(self.log_theta_cell))
 
     # ---------------------------------------------------------------- encoder
     def conditions(self, cond: torch.Tensor, batch_id: torch.Tensor) -> torch.Tensor | None:

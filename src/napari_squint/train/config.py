@@ -16,7 +16,7 @@ class ModelConfig:
     codebook_size: int = 32  #: codes per head
     heads: int = 2  #: codebook heads; vocabulary = codebook_size ** heads
     ema_decay: float = 0.8  #: EMA decay of the codebook
-    dead_threshold: float = 0.5  #: EMA cells-per-batch under which a code is re-seeded
+    dead_threshold: float = 0.05  #: EMA cells-per-batch under which a code is re-seeded
     batch_embed: int = 8  #: width of the learned section (batch) embedding
     adj_dim: int = 32  #: width of the adjacency decoder's edge vectors
     use_covariates: bool = True  #: False gives the paper's "SQuINT w/o C" ablation

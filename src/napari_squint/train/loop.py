@@ -27,6 +27,23 @@ def mask_fraction(epoch: int, n_epochs: int, start: float, end: float) -> float:
     return start + (end - start) * epoch / (n_epochs - 1)
 
 
+def moment_theta(X, props: np.ndarray, seed: int = 0, max_cells: int = 20000) -> np.ndarray:
+    """Gene-wise NB inverse dispersion by the method of moments under a mean-profile model.
+
+    With mu = props * library, Var(x) = mu + mu^2 / theta gives
+    theta = sum(mu^2) / sum((x - mu)^2 - mu), clipped to [0.1, 1e4].
+    Uses a seeded sample of at most ``max_cells`` rows (sparse rows densified in a small block).
+    """
+    rng = np.random.default_rng(seed)
+    n = X.shape[0]
+    rows = np.sort(rng.choice(n, size=min(n, max_cells), replace=False))
+    x = X[rows].toarray().astype(np.float64)
+    mu = x.sum(1, keepdims=True) * props[None, :]
+    excess = ((x - mu) ** 2 - mu).sum(0)
+    theta = (mu**2).sum(0) / np.maximum(excess, 1e-8)
+    return np.clip(theta, 0.1, 1e4)
+
+
 def _common_steps(n: int, device) -> int:
     """Number of steps every data-parallel rank can take this epoch (the minimum over ranks)."""
     import torch.distributed as dist
@@ -87,12 +104,19 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     cells = np.asarray(cells, dtype=np.int64)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        disp = [p for n, p in core.named_parameters() if n.startswith("log_theta")]
+        rest = [p for n, p in core.named_parameters() if not n.startswith("log_theta")]
+        # dispersions get a 10x learning rate and no weight decay: they otherwise lag behind the decoder
+        optimizer = torch.optim.AdamW([{"params": rest}, {"params": disp, "lr": 10 * cfg.lr, "weight_decay": 0.0}],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
     if not bool(core.codebook.initted):
         yield ProgressEvent("kmeans", message="k-means initialisation of the codebook")
         init_codebook(module, data, cells, cfg, device)
         tot = np.asarray(data.x_nbr.sum(0)).ravel()  # all cells: identical on every rank
-        core.init_from_data(torch.from_numpy(tot / max(tot.sum(), 1.0)).float().to(device))
+        props = tot / max(tot.sum(), 1.0)
+        core.init_from_data(torch.from_numpy(props).float().to(device),
+                            torch.from_numpy(moment_theta(data.x_nbr, props, cfg.seed)).float().to(device),
+                            torch.from_numpy(moment_theta(data.counts, props, cfg.seed)).float().to(device))
     history = [] if history is None else history
     use_amp = bool(cfg.amp) and device.type == "cuda"
     vocab = core.codebook.codebook_size
