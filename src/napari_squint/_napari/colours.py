@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 #: colour of cells outside a selection (RGBA in [0, 1])
-DIM = np.array([0.55, 0.55, 0.55, 0.18], dtype=np.float32)
+DIM = np.array([0.32, 0.32, 0.32, 0.35], dtype=np.float32)
 #: colour of cells with no value (NaN score, missing category)
 MISSING = np.array([0.35, 0.35, 0.35, 1.0], dtype=np.float32)
 

@@ -169,16 +169,29 @@ def show_cells(viewer, session, *, layout: str | None = None, show_section: str 
 
     if layout is not None:
         session.layout = layout
-    for layer in cell_layers(viewer):
-        viewer.layers.remove(layer)
+    remove_layers(viewer, cell_layers(viewer))
     tuples = cell_layer_data(session.adata, section_key=session.section_key, spatial_key=session.spatial_key,
                              layout=session.layout, colours=session.colours, session_id=id(session),
                              source=session.source, show_section=show_section)
     layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
-    for layer in layers:
-        viewer.add_layer(layer)
+    viewer.layers.extend(layers)  # one insertion pass: cheaper than add_layer per section
     viewer.reset_view()
     return layers
+
+
+def remove_layers(viewer, layers) -> None:
+    """Remove layers in one batch (napari runs a full garbage collection once per batch, not per layer)."""
+    layers = list(layers)
+    if not layers:
+        return
+    batch = getattr(viewer.layers, "batched_update", None)
+    if batch is None:
+        for layer in layers:
+            viewer.layers.remove(layer)
+        return
+    with batch():
+        for layer in layers:
+            viewer.layers.remove(layer)
 
 
 def set_combo(combo: QComboBox, items, *, current=None, keep: bool = True) -> None:
@@ -193,3 +206,76 @@ def set_combo(combo: QComboBox, items, *, current=None, keep: bool = True) -> No
         if i >= 0:
             combo.setCurrentIndex(i)
     combo.blockSignals(False)
+
+
+class RegionPicker(QWidget):
+    """Choose the Shapes or Labels layer that holds a region, or add a new Shapes layer to draw on."""
+
+    def __init__(self, viewer, *, default_name: str, labels: bool = True, parent=None):
+        from qtpy.QtWidgets import QHBoxLayout
+
+        super().__init__(parent)
+        self.viewer, self.default_name, self.labels = viewer, default_name, labels
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setToolTip("Shapes layer (polygons, rectangles, ellipses)" + (" or Labels layer (painted)"
+                                                                               if labels else ""))
+        self.new_button = QPushButton("Draw new")
+        self.new_button.setToolTip("add a Shapes layer in polygon mode")
+        self.new_button.clicked.connect(lambda *_: self.new_layer())
+        lay.addWidget(self.combo, 1)
+        lay.addWidget(self.new_button)
+        viewer.layers.events.inserted.connect(self._refill)
+        viewer.layers.events.removed.connect(self._refill)
+        self._refill()
+
+    def _candidates(self) -> list:
+        from napari.layers import Labels, Shapes
+
+        kinds = (Shapes, Labels) if self.labels else (Shapes,)
+        return [lyr for lyr in self.viewer.layers if isinstance(lyr, kinds)]
+
+    def _refill(self, *_):
+        try:
+            set_combo(self.combo, [lyr.name for lyr in self._candidates()], keep=True)
+        except RuntimeError:  # widget deleted
+            pass
+
+    def layer(self):
+        name = self.combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def new_layer(self):
+        """Add an empty Shapes layer named after the task and select it for drawing polygons."""
+        layer = self.viewer.add_shapes(name=self.default_name, edge_color="#ffd23f", face_color=[1, 0.82, 0.25, 0.15],
+                                       edge_width=max(1.0, _edge_width(self.viewer)))
+        layer.mode = "add_polygon"
+        self.combo.setCurrentText(layer.name)
+        return layer
+
+
+def _edge_width(viewer) -> float:
+    from napari_squint._napari.layers import cell_layers as _cells
+
+    layers = _cells(viewer)
+    return 0.5 * layers[0].metadata["squint_cells"]["spacing"] if layers else 1.0
+
+
+def region_mask(session, viewer, layer) -> tuple[np.ndarray, list]:
+    """(n,) cells inside a Shapes / Labels layer's region, and the regions (Shapes only) in slide coordinates."""
+    from napari.layers import Labels
+
+    from napari_squint._napari.layers import cells_in_labels, shapes_to_regions
+    from napari_squint.io.geojson import cells_in_regions
+
+    if layer is None:
+        raise ValueError("no region layer: draw a polygon first ('Draw new')")
+    layers = cell_layers(viewer, session.adata)
+    if isinstance(layer, Labels):
+        return cells_in_labels(layer, layers, session.adata.n_obs), []
+    regions = shapes_to_regions(layer, layers, name_prefix=layer.name.replace(" ", "_"))
+    if not regions:
+        raise ValueError(f"layer {layer.name!r} holds no polygon: draw one (polygon, rectangle or ellipse)")
+    mask = cells_in_regions(session.adata, regions, section_key=session.section_key, spatial_key=session.spatial_key)
+    return mask, regions

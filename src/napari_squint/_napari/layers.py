@@ -146,10 +146,14 @@ def cell_layer_data(adata, *, section_key: str | None, spatial_key: str = K.SPAT
             out.append(_raster_tuple(xy[g.cells], np.asarray(colours)[g.cells], g, meta, visible))
             continue
         data = xy[g.cells][:, ::-1].astype(np.float32)
+        face = np.ascontiguousarray(np.asarray(colours, dtype=np.float32)[g.cells])
         kwargs = {
             "name": layer_name(g.name),
             "size": 0.9 * g.spacing,
-            "face_color": np.ascontiguousarray(np.asarray(colours, dtype=np.float32)[g.cells]),
+            "face_color": face,
+            # napari draws the border of markers smaller than ~2 screen pixels even at width 0:
+            # give it the face colour, or a zoomed-out slide looks grey
+            "border_color": face,
             "border_width": 0,
             "translate": g.offset,
             "metadata": meta,
@@ -207,6 +211,7 @@ def apply_colours(layers, rgba: np.ndarray) -> None:
             layer.data = _rasterise(rgba[cells], info["rows"], info["cols"], info["index"].shape)
         else:
             layer.face_color = rgba[cells]
+            layer.border_color = rgba[cells]  # see cell_layer_data: tiny markers show their border
 
 
 def pick_cell(layer, world_position) -> int | None:
@@ -299,3 +304,24 @@ def region_world_vertices(region, layers) -> np.ndarray:
             x, y = np.asarray(region.polygon.exterior.coords)[:-1].T
             return np.column_stack([y + dy, x + dx])
     raise KeyError(f"section {region.section!r} has no cell layer")
+
+
+def cells_in_labels(labels_layer, layers, n_cells: int) -> np.ndarray:
+    """(n,) bool: cells whose drawn position falls on a non-zero pixel of a (2D) Labels layer."""
+    mask = np.zeros(n_cells, dtype=bool)
+    data = np.asarray(labels_layer.data)
+    if data.ndim != 2:
+        raise ValueError(f"labels layer {labels_layer.name!r} has {data.ndim} dimensions; paint on a 2D layer")
+    inverse = labels_layer._data_to_world.inverse
+    for layer in layers:
+        info = layer.metadata[CELLS_META]
+        adata = layer.metadata[ADATA_META]
+        xy = np.asarray(adata.obsm[info["spatial_key"]], dtype=np.float64)[info["cells"], :2]
+        dy, dx = info["offset"]
+        world = np.column_stack([xy[:, 1] + dy, xy[:, 0] + dx])
+        rc = np.round(inverse(world)).astype(np.int64)
+        ok = (rc[:, 0] >= 0) & (rc[:, 0] < data.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < data.shape[1])
+        hit = np.zeros(rc.shape[0], dtype=bool)
+        hit[ok] = data[rc[ok, 0], rc[ok, 1]] > 0
+        mask[info["cells"][hit]] = True
+    return mask

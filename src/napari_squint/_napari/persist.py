@@ -16,7 +16,9 @@ Where: into the slide's own ``.zarr`` when it came from one (new elements
 only, via ``SpatialData.write_element``); otherwise into a new
 ``<slide>.squint.zarr`` beside the input file (built with
 :func:`napari_squint.io.write.to_spatialdata` from the slide as read, then the
-new elements). An ``.h5ad`` target gets the slide with its new columns
+new elements). Only ``squint*`` elements written by an earlier save are ever
+replaced (deleted, then written again: spatialdata cannot overwrite an element
+of the store it reads from). An ``.h5ad`` target gets the slide with its new columns
 (written atomically); the input file is never overwritten. No Qt here.
 """
 
@@ -162,13 +164,11 @@ def _save_zarr(session, target: Path) -> None:
         write_spatialdata(sdata, target)
         sdata = sd.read_zarr(target)
         table_key = "table"
-    names = []
-    res = _annotate_like(_results_anndata(session), sdata, table_key, session.adata.obs_names)
-    sdata.tables[RESULTS_TABLE] = res
-    names.append(RESULTS_TABLE)
+    new: dict[str, tuple[str, object]] = {}
+    new[RESULTS_TABLE] = ("tables", _annotate_like(_results_anndata(session), sdata, table_key,
+                                                   session.adata.obs_names))
     for name, shapes in _region_elements(session, sdata, table_key).items():
-        sdata.shapes[name] = shapes
-        names.append(name)
+        new[name] = ("shapes", shapes)
     imputed = session.results.get("impute")
     if imputed is not None:
         from spatialdata.models import TableModel
@@ -177,10 +177,14 @@ def _save_zarr(session, target: Path) -> None:
         imp.uns.pop("spatialdata_attrs", None)
         if K.UNS_KEY in imp.uns:
             imp.uns[K.UNS_KEY] = _plain(imp.uns[K.UNS_KEY])
-        sdata.tables[IMPUTED_TABLE] = TableModel.parse(imp)
-        names.append(IMPUTED_TABLE)
-    for name in names:
-        sdata.write_element(name, overwrite=True)
+        new[IMPUTED_TABLE] = ("tables", TableModel.parse(imp))
+    for name, (kind, element) in new.items():
+        # spatialdata will not overwrite an element of the store it is backed by: an earlier squint
+        # element is deleted first (it is recomputable: the session still holds it), then written anew.
+        if (target / kind / name).exists() and sdata.get(name) is not None:
+            sdata.delete_element_from_disk(name)
+        getattr(sdata, kind)[name] = element
+        sdata.write_element(name)
 
 
 def _main_table(sdata) -> str:

@@ -71,6 +71,7 @@ class Session:
     picked: int | None = None
     colours: Any = None
     _close_guard: Any = None
+    cache: dict = field(default_factory=dict)
     _prepared: Any = None
     _listeners: list = field(default_factory=list)
 
@@ -93,17 +94,23 @@ class Session:
     def has_slide(self) -> bool:
         return self.adata is not None
 
-    def set_slide(self, adata, *, source: dict | None = None, section_key: str | None = None,
+    def set_slide(self, adata, *, source: dict | None = None, section_key: str | None = "auto",
                   spatial_key: str | None = None, layer: str | None = None, genes="all") -> None:
-        """Adopt a slide; the model is kept only if it knows the slide's genes."""
+        """Adopt a slide; the model is kept only if it knows the slide's genes.
+
+        ``section_key="auto"`` picks ``section`` when present (else the
+        SpatialData region key); ``None`` makes the slide one section.
+        """
         self.adata = adata
         self.source = dict(source if source is not None else adata.uns.get("squint_source", {}))
         self.spatial_key = spatial_key or K.SPATIAL_KEY
-        if section_key is None:
+        if section_key == "auto":
             section_key = default_section_key(adata, self.source)
+        elif section_key is not None and section_key not in adata.obs:
+            raise KeyError(f"section key {section_key!r} not in obs (columns: {list(adata.obs.columns)})")
         self.section_key = section_key
         self.layer, self.genes = layer, genes
-        self.regions, self.results = [], {}
+        self.regions, self.results, self.cache = [], {}, {}
         self.original_obs = list(adata.obs.columns)
         self.original_obsm = list(adata.obsm.keys())
         self._prepared = None
@@ -131,6 +138,7 @@ class Session:
         self.model = model
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self._prepared = None
+        self.cache = {}
         if dirty:
             self.dirty = True
         self.notify("model")

@@ -51,6 +51,9 @@ class Job:
         ``on_finish()`` in every case, last.
     """
 
+    #: seconds a job runs before it gets a progress bar (quick jobs never show one: creating it repaints the window)
+    PROGRESS_DELAY = 0.5
+
     def __init__(self, fn: Callable[[], Any], *, desc: str, on_event=None, on_done=None, on_error=None,
                  on_cancel=None, on_finish=None):
         self.fn, self.desc = fn, desc
@@ -79,7 +82,6 @@ class Job:
     def start(self) -> Job:
         self.running = True
         self._t0 = time.perf_counter()
-        self._open_progress()
         if sync_mode():
             self._run_sync()
         else:
@@ -112,7 +114,7 @@ class Job:
     def _run_thread(self) -> None:
         from napari.qt.threading import create_worker
 
-        worker = create_worker(self._gen, _start_thread=False)
+        worker = create_worker(self._gen, _start_thread=False, _ignore_errors=True)  # on_error reports
         worker.yielded.connect(self._event)
         worker.returned.connect(self._returned)
         worker.errored.connect(self._errored)
@@ -131,6 +133,8 @@ class Job:
             self.pbar = None
 
     def _event(self, ev) -> None:
+        if self.pbar is None and time.perf_counter() - self._t0 > self.PROGRESS_DELAY:
+            self._open_progress()
         if self.pbar is not None:
             if getattr(self.pbar, "is_canceled", False) and not self.cancelled:
                 self.cancel()

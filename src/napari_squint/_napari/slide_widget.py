@@ -1,0 +1,361 @@
+"""Dock widget 1, "Slide & model": open a slide, show its cells, train / load / save a model, save results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+from napari_squint import _constants as K
+from napari_squint._napari.dock import SquintDock, set_combo, show_cells
+from napari_squint.train.config import ModelConfig, TrainConfig
+
+NO_SECTION = "(none: one section)"
+COUNTS_X = "X"
+LAYOUT_LABELS = {"side by side": "side", "one at a time": "single"}
+
+
+def list_tables(path: str | Path) -> list[str]:
+    """Table names of a SpatialData ``.zarr`` (without reading it); ``[]`` for other files."""
+    path = Path(path)
+    tables = path / "tables"
+    if path.suffix == ".h5ad" or not tables.is_dir():
+        return []
+    return sorted(p.name for p in tables.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def parse_genes(text: str):
+    """``"all"``, a number of highly variable genes, or a comma/space-separated list."""
+    text = text.strip()
+    if not text or text.lower() == "all":
+        return "all"
+    if text.isdigit():
+        return int(text)
+    return [g for g in text.replace(",", " ").split() if g]
+
+
+def _row(*widgets) -> QWidget:
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for x in widgets:
+        lay.addWidget(x)
+    return w
+
+
+class SlideModelWidget(SquintDock):
+    """Open a slide, pick how it is read, show the cells, train or load a model."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(napari_viewer, parent)
+        # --- slide
+        form = self.group("Slide")
+        self.path_label = QLabel("no slide")
+        self.path_label.setWordWrap(True)
+        self.open_button = self.button("Open slide…", self._ask_open, tip=".h5ad or SpatialData .zarr")
+        form.addRow(self.open_button, self.path_label)
+        self.table_combo = QComboBox()
+        self.table_combo.setToolTip("SpatialData table holding the cells")
+        form.addRow("table", self.table_combo)
+        self.section_combo = QComboBox()
+        self.section_combo.setToolTip("obs column naming sections; each gets its own layer and graph")
+        form.addRow("section key", self.section_combo)
+        self.counts_combo = QComboBox()
+        self.counts_combo.setToolTip("where the raw counts are: X or a layer")
+        form.addRow("counts", self.counts_combo)
+        self.genes_edit = QLineEdit("all")
+        self.genes_edit.setToolTip("'all', a number of highly variable genes, or gene names")
+        form.addRow("genes", self.genes_edit)
+        self.layout_combo = QComboBox()
+        self.layout_combo.addItems(list(LAYOUT_LABELS))
+        self.show_combo = QComboBox()
+        self.show_combo.setToolTip("section shown in the 'one at a time' layout")
+        form.addRow("layout", _row(self.layout_combo, self.show_combo))
+        self.show_button = self.button("Show cells", self.show_cells)
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        form.addRow(self.show_button, self.info_label)
+        self.section_combo.currentTextChanged.connect(self._section_key_changed)
+        self.layout_combo.currentTextChanged.connect(lambda *_: self.show_cells())
+        self.show_combo.currentTextChanged.connect(self._show_section)
+        # --- model
+        form = self.group("Model")
+        mc, tc = ModelConfig(), TrainConfig()
+        self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=tc.epochs)
+        self.codebook_spin = QSpinBox(minimum=2, maximum=512, value=mc.codebook_size)
+        self.heads_spin = QSpinBox(minimum=1, maximum=4, value=mc.heads)
+        form.addRow("epochs", self.epochs_spin)
+        form.addRow("codebook size", _row(self.codebook_spin, QLabel("heads"), self.heads_spin))
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_devices())
+        form.addRow("device", self.device_combo)
+        self.train_button = self.button("Train", self.train)
+        self.cancel_button = self.button("Cancel", self.cancel, busy=False)
+        self.cancel_button.setEnabled(False)
+        form.addRow(_row(self.train_button, self.cancel_button))
+        self.load_button = self.button("Load model…", self._ask_load)
+        self.save_model_button = self.button("Save model…", self._ask_save_model)
+        form.addRow(_row(self.load_button, self.save_model_button))
+        self.model_label = QLabel("no model")
+        self.model_label.setWordWrap(True)
+        form.addRow(self.model_label)
+        # --- results
+        form = self.group("Results")
+        self.save_button = self.button("Save results…", self._ask_save_results,
+                                       tip="new tables and shapes in the slide's SpatialData store; originals untouched")
+        self.dirty_label = QLabel("")
+        form.addRow(self.save_button, self.dirty_label)
+        self.finish_layout()
+
+    # ----------------------------------------------------------- session
+    def refresh(self, what: str) -> None:
+        s = self.session
+        if what in ("init", "slide") and s.adata is not None:
+            a = s.adata
+            cols = [c for c in a.obs.columns if a.obs[c].nunique() <= max(200, a.n_obs // 20)]
+            set_combo(self.section_combo, [NO_SECTION, *cols], current=s.section_key or NO_SECTION, keep=False)
+            set_combo(self.counts_combo, [COUNTS_X, *a.layers.keys()], current=s.layer or COUNTS_X, keep=False)
+            set_combo(self.show_combo, s.sections(), keep=True)
+            src = s.source or {}
+            self.path_label.setText(str(src.get("path", "in memory")))
+            tables = list_tables(src["path"]) if src.get("format") == "spatialdata" else []
+            set_combo(self.table_combo, tables, current=src.get("table"), keep=False)
+            self.table_combo.setEnabled(len(tables) > 1)
+            self.layout_combo.blockSignals(True)
+            self.layout_combo.setCurrentText({v: k for k, v in LAYOUT_LABELS.items()}[s.layout])
+            self.layout_combo.blockSignals(False)
+            self._update_info()
+        if s.model is not None:
+            m = s.model
+            hist = m.history[-1] if m.history else {}
+            loss = f", last loss {hist['loss']:.3f}" if "loss" in hist else ""
+            where = f" from {s.model_dir}" if s.model_dir else ""
+            self.model_label.setText(f"{len(m.genes)} genes, {len(m.sections)} sections, "
+                                     f"codebook {m.config.model.codebook_size}×{m.config.model.heads} heads, "
+                                     f"{len(m.history)} epochs{loss}{where}")
+        else:
+            self.model_label.setText("no model")
+        self.dirty_label.setText("unsaved changes" if s.dirty else ("saved" if s.source.get("saved_to") else ""))
+        self.show_combo.setEnabled(s.layout == "single")
+
+    def _update_info(self) -> None:
+        s = self.session
+        layers = self.cell_layers()
+        raster = any(layer.metadata["squint_cells"].get("raster") for layer in layers)
+        note = (" — drawn as image rasters (one pixel per cell) because the slide is too large for markers"
+                if raster else "")
+        self.info_label.setText(f"{s.adata.n_obs:,} cells × {s.adata.n_vars:,} genes, "
+                                f"{len(s.sections())} section(s){note}")
+
+    # ------------------------------------------------------------- slide
+    def _ask_open(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(
+            self, "Open a slide (.h5ad, or zarr.json / .zgroup inside a SpatialData .zarr)", "",
+            "Slides (*.h5ad zarr.json .zgroup);;All files (*)")
+        if name:
+            path = Path(name)
+            self.open_slide(path.parent if path.name in ("zarr.json", ".zgroup") else path)
+
+    def open_slide(self, path: str | Path, *, table: str | None = None, section_key: str | None = "auto",
+                   layer: str | None = None):
+        """Read a slide (in a worker) and show its cells.
+
+        ``section_key="auto"`` takes ``section`` when present (else the
+        SpatialData region key); ``None`` treats the slide as one section.
+        ``layer`` names the counts layer (default ``X``).
+        """
+        path = Path(path)
+        tables = [t for t in list_tables(path) if not t.startswith("squint")]
+        if table is None and len(tables) > 1:
+            table = tables[0]
+
+        def work():
+            from napari_squint.io.read import read_slide
+
+            return read_slide(path, table_key=table, section_key=None if section_key == "auto" else section_key)
+
+        def done(adata):
+            src = dict(adata.uns.get("squint_source", {}))
+            if layer is not None and layer not in adata.layers:
+                raise KeyError(f"counts layer {layer!r} not in {path.name} (layers: {list(adata.layers)})")
+            self.session.set_slide(adata, source=src, section_key=section_key, layer=layer)
+            self.show_cells()
+            self.set_status(f"read {path.name}: {adata.n_obs:,} cells")
+
+        return self.run_job(work, desc=f"reading {path.name}", on_done=done)
+
+    def _section_key_changed(self, text: str) -> None:
+        s = self.session
+        if s.adata is None:
+            return
+        key = None if text == NO_SECTION else text
+        if key == s.section_key:
+            return
+        s.section_key = key
+        s._prepared = None
+        set_combo(self.show_combo, s.sections(), keep=False)
+        self.show_cells()
+
+    def _show_section(self, name: str) -> None:
+        if self.session.layout != "single":
+            return
+        for layer in self.cell_layers():
+            layer.visible = layer.metadata["squint_cells"]["section"] == name
+
+    def show_cells(self) -> list:
+        """(Re)draw the slide's cells with the chosen layout."""
+        if self.session.adata is None:
+            return []
+        layout = LAYOUT_LABELS[self.layout_combo.currentText()]
+        layers = show_cells(self.viewer, self.session, layout=layout,
+                            show_section=self.show_combo.currentText() or None)
+        self.show_combo.setEnabled(layout == "single")
+        self._update_info()
+        return layers
+
+    # ------------------------------------------------------------- model
+    def options(self) -> dict:
+        """Training options from the form (the same names as the Python API and the CLI)."""
+        return {"epochs": self.epochs_spin.value(), "codebook_size": self.codebook_spin.value(),
+                "heads": self.heads_spin.value(), "device": self.device_combo.currentText()}
+
+    def _read_settings(self) -> dict:
+        s = self.session
+        layer = self.counts_combo.currentText()
+        s.layer = None if layer in ("", COUNTS_X) else layer
+        s.genes = parse_genes(self.genes_edit.text())
+        s.train_options = self.options()
+        return {"section_key": s.section_key, "spatial_key": s.spatial_key, "layer": s.layer, "genes": s.genes}
+
+    def train(self, **overrides):
+        """Train a new model on the slide (in a worker, with progress and cancel), then assign tokens."""
+        if not self.require_slide():
+            return None
+        settings = self._read_settings()
+        opts = {**self.session.train_options, **overrides}
+        adata = self.session.adata
+
+        def work():
+            from napari_squint.api.squint import Squint
+            from napari_squint.train.events import ProgressEvent
+
+            yield ProgressEvent("prepare", message="building the cell graph")
+            model = Squint(adata, **settings, **opts)
+            yield from model.iter_train()
+            yield ProgressEvent("tokens", message="assigning tokens")
+            tokens = model.tokens(adata, copy=True)
+            return model, tokens
+
+        def event(ev):
+            if ev.stage == "epoch":
+                self.set_status(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.metrics.get('loss', float('nan')):.3f}")
+
+        def done(result):
+            model, tokens = result
+            self._adopt_tokens(tokens)
+            self.session.set_model(model)
+            self.session.mark_changed("tokens")
+            last = model.history[-1] if model.history else {}
+            self.set_status(f"trained {len(model.history)} epochs in {self.job.seconds:.1f} s"
+                            + (f", loss {last['loss']:.3f}" if "loss" in last else ""))
+
+        return self.run_job(work, desc="training SQuINT", on_done=done, on_event=event,
+                            cancel_button=self.cancel_button)
+
+    def _adopt_tokens(self, tokens) -> None:
+        a = self.session.adata
+        a.obs[K.TOKEN_KEY] = tokens.obs[K.TOKEN_KEY].to_numpy()
+        a.obs[K.TOKEN_KEY] = a.obs[K.TOKEN_KEY].astype(tokens.obs[K.TOKEN_KEY].dtype)
+        for key in (K.LATENT_KEY, K.CODES_KEY):
+            if key in tokens.obsm:
+                a.obsm[key] = tokens.obsm[key]
+        a.uns.setdefault(K.UNS_KEY, {})["tokens"] = tokens.uns.get(K.UNS_KEY, {}).get("tokens", {})
+
+    def _ask_load(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Load a SQuINT model folder")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str | Path):
+        """Load a saved model (in a worker) and assign tokens to the slide when one is open."""
+        path = Path(path)
+        adata = self.session.adata
+        device = self.device_combo.currentText()
+
+        def work():
+            from napari_squint.api.squint import Squint
+
+            model = Squint.load(path, device=None if device == "auto" else device)
+            tokens = model.tokens(adata, copy=True) if adata is not None else None
+            return model, tokens
+
+        def done(result):
+            model, tokens = result
+            self.session.set_model(model, model_dir=path, dirty=False)
+            if tokens is not None:
+                self._adopt_tokens(tokens)
+                self.session.mark_changed("tokens")
+            self.set_status(f"loaded {path.name}")
+
+        return self.run_job(work, desc=f"loading {path.name}", on_done=done)
+
+    def _ask_save_model(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Save the model into a folder")
+        if path:
+            self.save_model(path)
+
+    def save_model(self, path: str | Path) -> Path | None:
+        if self.session.model is None:
+            self.error(RuntimeError("no model to save: train or load one first"))
+            return None
+        out = self.session.model.save(path)
+        self.session.model_dir = Path(out)
+        self.set_status(f"model saved to {out}")
+        self.refresh("model")
+        return Path(out)
+
+    # ----------------------------------------------------------- results
+    def _ask_save_results(self) -> None:
+        from napari_squint._napari.persist import default_target
+
+        target = default_target(self.session)
+        if target is None:
+            name, _ = QFileDialog.getSaveFileName(self, "Save squint results", "results.zarr",
+                                                  "SpatialData (*.zarr);;AnnData (*.h5ad)")
+            if not name:
+                return
+            target = name
+        self.save_results(target)
+
+    def save_results(self, path: str | Path | None = None) -> Path | None:
+        """Write the results into the slide's SpatialData store (or ``path``); see :mod:`persist`."""
+        from napari_squint._napari.persist import save_results
+
+        if not self.require_slide():
+            return None
+        try:
+            out = save_results(self.session, path)
+        except Exception as err:
+            self.error(err)
+            return None
+        self.set_status(f"results saved to {out}")
+        return out
+
+
+def _devices() -> list[str]:
+    """Device choices without importing torch: CUDA is offered when a driver is visible."""
+    import os
+    import shutil
+
+    out = ["auto", "cpu"]
+    if shutil.which("nvidia-smi") or os.path.exists("/proc/driver/nvidia/version"):
+        out.append("cuda")
+    return out

@@ -1,0 +1,108 @@
+"""The Perturb dock: paint a region (Shapes or Labels), replace a cell type, read the transitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_squint import _constants as K
+from napari_squint._napari.layers import cell_layers
+from napari_squint._napari.perturb_widget import CHANGED_COLOUR, PERTURBED_COLOUR, PerturbWidget
+
+
+@pytest.fixture
+def perturb_widget(trained, viewer):
+    w = PerturbWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Perturb")
+    return w
+
+
+def _box(viewer, section: int, frac=(0.2, 0.7)):
+    """A rectangle over the middle of a section: world vertices and slide bounds."""
+    info = cell_layers(viewer)[section].metadata["squint_cells"]
+    x0, y0, x1, y1 = info["bounds"]
+    dy, dx = info["offset"]
+    a, b = frac
+    xa, xb = x0 + a * (x1 - x0), x0 + b * (x1 - x0)
+    ya, yb = y0 + a * (y1 - y0), y0 + b * (y1 - y0)
+    world = np.array([[ya + dy, xa + dx], [ya + dy, xb + dx], [yb + dy, xb + dx], [yb + dy, xa + dx]])
+    return world, (xa, ya, xb, yb)
+
+
+def _in_box(adata, section, bounds):
+    x, y = np.asarray(adata.obsm["spatial"])[:, :2].T
+    xa, ya, xb, yb = bounds
+    return (adata.obs["section"].to_numpy() == section) & (x > xa) & (x < xb) & (y > ya) & (y < yb)
+
+
+def test_perturb_a_polygon_region(perturb_widget, viewer):
+    w = perturb_widget
+    a = w.session.adata
+    world, bounds = _box(viewer, 1)
+    shapes = w.region.new_layer()
+    shapes.add_polygons([world])
+    inside = _in_box(a, "section_1", bounds)
+    replace = a.obs.loc[inside, "cell_type"].value_counts().index[0]
+    w.key_combo.setCurrentText("cell_type")
+    w.replace_combo.setCurrentText(replace)
+    proto = [w.proto_combo.itemText(i) for i in range(w.proto_combo.count()) if w.proto_combo.itemText(i) != replace][0]
+    w.proto_combo.setCurrentText(proto)
+    w.run()
+    assert w.last_error is None, w.last_error
+    res = w.result
+    expected = inside & (a.obs["cell_type"].astype(str).to_numpy() == replace)
+    assert np.array_equal(res.perturbed, expected)
+    assert np.array_equal(a.obs[K.PERTURBED_KEY].to_numpy(), expected)
+    before = a.obs[K.TOKEN_BEFORE_KEY].astype(int).to_numpy()
+    after = a.obs[K.TOKEN_AFTER_KEY].astype(int).to_numpy()
+    assert np.array_equal(before, a.obs[K.TOKEN_KEY].astype(int).to_numpy())
+    changed = np.flatnonzero(before != after)
+    assert set(changed) == set(res.changed["index"])
+    # colours: perturbed cells blue, changed (not perturbed) cells orange
+    colours = w.session.colours
+    assert np.allclose(colours[expected], PERTURBED_COLOUR)
+    only_changed = np.setdiff1d(changed, np.flatnonzero(expected))
+    assert np.allclose(colours[only_changed], CHANGED_COLOUR)
+    # the heat map (or its "nothing changed" note) and the proportion bars are drawn
+    assert w.transitions_panel.figure.axes and w.proportions_panel.figure.axes
+    assert w.transitions_panel.isVisibleTo(w) and w.proportions_panel.isVisibleTo(w)
+    props = res.transition_proportions
+    if props.size:
+        assert np.allclose(props.sum(1), 1.0)
+        assert all(props.loc[t, t] == 0 for t in props.index if t in props.columns)
+    assert "given the profile of cell_type = " + proto in w.summary_label.text()
+    assert [r.name for r in w.session.regions] == ["perturb_0"]
+    assert w.session.regions[0].section == "section_1"
+
+
+def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, viewer):
+    w = perturb_widget
+    a = w.session.adata
+    _, bounds = _box(viewer, 0)
+    info = cell_layers(viewer)[0].metadata["squint_cells"]
+    dy, dx = info["offset"]
+    x0, y0, x1, y1 = info["bounds"]
+    # a labels layer covering section 0 at 1 unit per pixel, painted over the box
+    shape = (int(y1 - y0) + 4, int(x1 - x0) + 4)
+    paint = np.zeros(shape, dtype=np.int32)
+    xa, ya, xb, yb = bounds
+    paint[int(np.ceil(ya - y0)) + 2:int(np.floor(yb - y0)) + 2, int(np.ceil(xa - x0)) + 2:int(np.floor(xb - x0)) + 2] = 1
+    viewer.add_labels(paint, name="painted", translate=(y0 + dy - 2, x0 + dx - 2))
+    w.region.combo.setCurrentText("painted")
+    inside = _in_box(a, "section_0", (np.ceil(xa - x0) + x0 + 0.5, np.ceil(ya - y0) + y0 + 0.5,
+                                      np.floor(xb - x0) + x0 - 1.5, np.floor(yb - y0) + y0 - 1.5))
+    replace = a.obs.loc[inside, "cell_type"].value_counts().index[0]
+    w.replace_combo.setCurrentText(replace)
+    w.resp_combo.setCurrentIndex(1)
+    w.run()
+    assert w.last_error is None, w.last_error
+    got = w.result.perturbed
+    core = inside & (a.obs["cell_type"].astype(str).to_numpy() == replace)
+    assert core.sum() > 0 and (got[core]).all()  # every cell well inside the painted area is perturbed
+    assert (a.obs.loc[got, "section"] == "section_0").all()
+    assert w.result.responders is not None
+
+
+def test_perturb_without_a_region_says_so(perturb_widget):
+    perturb_widget.run()
+    assert "draw a polygon" in str(perturb_widget.last_error)
