@@ -1,0 +1,81 @@
+"""``squint benchmark impute DATA [--section S] [--patches 3] [--seeds 3] [--sites patches|random]``."""
+
+from __future__ import annotations
+
+from napari_squint.cli import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("benchmark", help="reproducible benchmarks")
+    bsub = p.add_subparsers(dest="benchmark", required=True)
+    b = bsub.add_parser("impute", help="the paper's Table 2 protocol: impute held-out patches, score against "
+                                       "baselines, write JSON + a Markdown table")
+    b.add_argument("data", help=".h5ad or SpatialData .zarr")
+    b.add_argument("--section", default=None, help="section holding the held-out sites (default: the largest)")
+    b.add_argument("--sites", choices=["patches", "random"], default="patches",
+                   help="contiguous patches (Table 2) or random cells (appendix C.4)")
+    b.add_argument("--patches", type=int, default=3, help="number of patches (default 3)")
+    b.add_argument("--fraction", type=float, default=0.03, help="cells per patch, fraction of the section (0.03)")
+    b.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    b.add_argument("--epochs", type=int, default=20)
+    b.add_argument("--train-sections", default=None,
+                   help="comma-separated sections to train and evaluate on (default: all)")
+    b.add_argument("--variants", default="all", help="SQuINT variants: 'all', 'none' or a comma-separated subset "
+                                                       "of: squint, no-c, zero-mask")
+    b.add_argument("--methods", default="infill,oneshot", help="imputation methods scored (default infill,oneshot)")
+    b.add_argument("--no-sample", action="store_true", help="skip the NB-sample rows")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra SQuINT option for every variant, e.g. --option heads=8 (repeatable)")
+    b.add_argument("--out", default="benchmark_impute", help="output folder (default ./benchmark_impute)")
+    common.add_slide_options(b)
+    b.set_defaults(run=run)
+
+
+_VARIANTS = {"squint": "SQuINT", "no-c": "SQuINT w/o C", "zero-mask": "SQuINT zero mask"}
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run(args) -> int:
+    from napari_squint.cli.progress import TerminalProgress
+    from napari_squint.tasks.benchmark_impute import MODEL_VARIANTS, benchmark_impute, results_markdown, write_results
+
+    if args.variants == "all":
+        variants = dict(MODEL_VARIANTS)
+    elif args.variants == "none":
+        variants = {}
+    else:
+        names = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = [v for v in names if v not in _VARIANTS]
+        if bad:
+            raise ValueError(f"--variants: unknown {bad}; choose from {sorted(_VARIANTS)}")
+        variants = {_VARIANTS[v]: MODEL_VARIANTS[_VARIANTS[v]] for v in names}
+    options = {}
+    for item in args.option:
+        if "=" not in item:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        options[key.strip()] = _value(value.strip())
+    if args.threads:
+        options["num_threads"] = args.threads
+    adata = common.read(args, args.data)
+    sections = [s.strip() for s in args.train_sections.split(",")] if args.train_sections else None
+    results = benchmark_impute(
+        adata, section=args.section, sites=args.sites, n_patches=args.patches, fraction=args.fraction,
+        seeds=list(range(args.seeds)), sections=sections, epochs=args.epochs, variants=variants,
+        impute_methods=[m.strip() for m in args.methods.split(",") if m.strip()], sampled=not args.no_sample,
+        section_key=common.section_key(args), spatial_key=args.spatial_key, options=options,
+        callback=TerminalProgress())
+    stem = f"impute_{args.sites}"
+    js, md = write_results(results, args.out, stem=stem)
+    print(results_markdown(results))
+    print(f"wrote {js} and {md}")
+    return 0

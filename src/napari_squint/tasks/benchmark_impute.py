@@ -1,0 +1,400 @@
+"""The paper's Table 2 protocol: in-painting held-out patches, scored against baselines.
+
+For every seed:
+
+1. choose the held-out sites in one section (:func:`~napari_squint.tasks.holdout.choose_sites`:
+   three contiguous patches of ~3% of the section's cells each, or as many
+   random cells);
+2. train SQuINT, SQuINT w/o C (``use_covariates=False``) and the zero-mask
+   ablation (``learnable_mask=False``) on every other cell
+   (:func:`~napari_squint.tasks.holdout.train_heldout`: held-out cells never
+   enter an input, a graph or a loss);
+3. impute the held-out cells (infill and one-shot, :mod:`~napari_squint.tasks.impute`);
+4. compute the baselines on the same cells (:mod:`napari_squint.metrics`):
+   the training mean profile, the neighbourhood average and the ring infill;
+5. score every method on the cell profile ``X`` and on the microenvironment
+   ``X_nbr`` with :func:`~napari_squint.metrics.evaluate_imputation`
+   (pc_cell, pc_gene, mmd, energy), in one PCA per target fitted on training
+   cells only.
+
+Microenvironments use the model's graph (symmetrised kNN, the same
+:class:`~napari_squint.data.prepare.GraphConfig`) built on all cells of the
+slide: the measured ``X_nbr`` of a held-out cell sums its own and its
+neighbours' counts. A per-cell method's ``X_nbr`` sums the *measured* counts
+of its observed members and the *estimates* of its held-out members
+(:func:`~napari_squint.metrics.nbr_profile`); SQuINT's is reported both from
+its decoder (the paper's X_nbr head) and as that sum. The X_nbr PCA is fitted
+on microenvironments of training cells that contain no held-out cell.
+
+Rows of the tables: the three baselines; ``SQuINT (infill)`` and
+``SQuINT (oneshot)`` (X from the cell head, X_nbr from the decoder head) and
+their ``Σ`` rows (X_nbr as the sum above); ``SQuINT (infill) NB sample``
+(negative-binomial draws around the imputed means, with the model's learned
+dispersions: what the generative model generates); the
+``SQuINT-guided neighbour average`` (:func:`guided_average`, a hybrid); and
+the ablations ``SQuINT w/o C`` and ``SQuINT zero mask`` (first method only).
+
+Extra methods (e.g. CIFM) plug in through ``extra_methods``: a dict
+``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``
+with ``(n_test, n_genes)`` counts in the benchmark's gene order
+(``imputed_nbr`` may be None: it is then the sum above).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from napari_squint import _constants as K
+from napari_squint.data.validate import SlideError
+from napari_squint.train.events import ProgressEvent, drive
+
+__all__ = ["MODEL_VARIANTS", "benchmark_impute", "guided_average", "iter_benchmark_impute", "results_markdown",
+           "write_results"]
+
+#: SQuINT variants trained per seed: name -> config overrides
+MODEL_VARIANTS: dict[str, dict] = {
+    "SQuINT": {},
+    "SQuINT w/o C": {"use_covariates": False},
+    "SQuINT zero mask": {"learnable_mask": False},
+}
+
+ExtraMethod = Callable[[AnnData, np.ndarray, np.ndarray], tuple]
+
+
+def _subset_sections(adata: AnnData, sections: Sequence[str] | None, section_key: str | None,
+                     patch_section: str | None) -> AnnData:
+    if sections is None or section_key is None:
+        return adata
+    sections = [str(s) for s in sections]
+    labels = adata.obs[section_key].astype(str)
+    unknown = sorted(set(sections) - set(labels.unique()))
+    if unknown:
+        raise SlideError(f"train sections {unknown} are not in adata.obs[{section_key!r}]")
+    if patch_section is not None and str(patch_section) not in sections:
+        sections = sections + [str(patch_section)]
+    sub = adata[labels.isin(sections).to_numpy()].copy()
+    sub.obs[section_key] = sub.obs[section_key].astype(str).astype("category")
+    return sub
+
+
+def guided_average(coords, counts, observed, test, imputed, *, section=None, candidates: int = 16,
+                   k: int = 8) -> np.ndarray:
+    """A hybrid: average the ``k`` nearby observed cells most like the model's guess.
+
+    For each test cell, the ``candidates`` nearest observed cells of its
+    section are ranked by the Pearson correlation of their log-normalised
+    profile with the model's imputed profile, and the ``k`` best are
+    averaged. The model chooses *which* real neighbours to copy; the profile
+    is made of measured cells, so it keeps their spread (which the
+    distribution metrics reward) instead of a decoder mean.
+
+    Returns
+    -------
+    (n_test, n_genes) float64 estimated counts.
+    """
+    import scipy.sparse as sp
+    from scipy.spatial import cKDTree
+
+    from napari_squint.metrics import log_normalise
+
+    coords = np.asarray(coords, dtype=np.float64)
+    counts = sp.csr_matrix(counts)
+    pred = log_normalise(imputed)
+    pred = pred - pred.mean(1, keepdims=True)
+    pred /= np.linalg.norm(pred, axis=1, keepdims=True) + 1e-12
+    labels = np.zeros(coords.shape[0], dtype=object) if section is None else np.asarray(section)
+    out = np.zeros((test.size, counts.shape[1]))
+    for s in np.unique(labels[test]):
+        pos = np.flatnonzero(labels[test] == s)
+        src = np.flatnonzero(observed & (labels == s))
+        if src.size == 0:
+            raise SlideError(f"section {s!r} holds test cells but no observed cell")
+        nc = min(candidates, src.size)
+        _, cand = cKDTree(coords[src]).query(coords[test[pos]], k=nc)
+        cand = src[np.asarray(cand).reshape(pos.size, nc)]
+        uniq, inv = np.unique(cand, return_inverse=True)
+        lx = log_normalise(counts[uniq])
+        lx = lx - lx.mean(1, keepdims=True)
+        lx /= np.linalg.norm(lx, axis=1, keepdims=True) + 1e-12
+        r = np.einsum("tcg,tg->tc", lx[inv.reshape(cand.shape)], pred[pos])
+        best = np.take_along_axis(cand, np.argsort(-r, axis=1)[:, : min(k, nc)], axis=1)
+        x = counts[best.ravel()].toarray().reshape(best.shape + (counts.shape[1],))
+        out[pos] = x.mean(1)
+    return out
+
+
+def _sample_nb(mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Negative-binomial draws with mean ``mu`` (m, g) and gene-wise inverse dispersion ``theta`` (g,)."""
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-8)
+    return rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float64)
+
+
+def iter_benchmark_impute(
+    adata: AnnData,
+    *,
+    section: str | None = None,
+    sites: str = "patches",
+    n_patches: int = 3,
+    fraction: float = 0.03,
+    seeds: Sequence[int] = (0, 1, 2),
+    sections: Sequence[str] | None = None,
+    epochs: int = 20,
+    variants: Mapping[str, dict] | None = None,
+    impute_methods: Sequence[str] = ("infill", "oneshot"),
+    sampled: bool = True,
+    guided: bool = True,
+    extra_methods: Mapping[str, ExtraMethod] | None = None,
+    section_key: str | None = K.SECTION_KEY,
+    spatial_key: str = K.SPATIAL_KEY,
+    genes="all",
+    options: Mapping | None = None,
+    max_n: int = 2000,
+):
+    """Run the protocol; a generator of :class:`ProgressEvent` whose value is the results dict.
+
+    Parameters
+    ----------
+    adata
+        Slide(s) with raw counts (never modified).
+    section
+        Section holding the held-out sites (default: the largest).
+    sites
+        ``"patches"`` (Table 2) or ``"random"`` (appendix C.4).
+    n_patches, fraction
+        Number of patches and cells per patch as a fraction of the section.
+        ``"random"`` holds out ``n_patches * fraction`` of the section.
+    seeds
+        One run per seed (site choice, training and scoring subsamples).
+    sections
+        Sections to use (training and evaluation); default all. The site
+        section is always included.
+    epochs
+        Training epochs of every SQuINT variant.
+    variants
+        ``name -> config overrides`` of the SQuINT models to train
+        (default :data:`MODEL_VARIANTS`); an empty dict trains none.
+    impute_methods
+        Imputation methods scored for the first variant (the others use the
+        first method only).
+    sampled
+        Also score negative-binomial draws from SQuINT's imputed means (the
+        generative model's samples), for the first variant and method.
+    guided
+        Also score :func:`guided_average` (a hybrid: the model picks which
+        nearby measured cells to average), for the first variant and method.
+    extra_methods
+        ``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``.
+    options
+        Extra :class:`~napari_squint.train.config.SquintConfig` options for
+        every variant (``hidden=``, ``heads=``, ``batch_size=``, ``num_threads=``...).
+    max_n
+        Cells per set in MMD and energy distance.
+
+    Returns
+    -------
+    dict
+        ``config``, ``runs`` (per seed: n_test, scores ``{target: {method: metrics}}``,
+        seconds) and ``summary`` ``{target: {method: {metric: {mean, sd, n}}}}``
+        for targets ``"X"`` and ``"X_nbr"``.
+    """
+    from napari_squint import metrics as M
+    from napari_squint.data.genes import select_genes
+    from napari_squint.data.prepare import prepare_slide
+    from napari_squint.tasks.holdout import choose_sites, train_heldout
+    from napari_squint.tasks.impute import Imputer
+    from napari_squint.train.config import SquintConfig
+
+    variants = dict(MODEL_VARIANTS if variants is None else variants)
+    extra_methods = dict(extra_methods or {})
+    options = dict(options or {})
+    if sites not in ("patches", "random"):
+        raise SlideError(f"sites={sites!r}: expected 'patches' or 'random'")
+    for m in impute_methods:
+        if m not in ("infill", "oneshot"):
+            raise SlideError(f"impute method {m!r}: expected 'infill' or 'oneshot'")
+    t_start = time.perf_counter()
+    data_all = _subset_sections(adata, sections, section_key, section)
+    gene_list = select_genes(data_all, genes)
+    graph_opts = {k: v for k, v in options.items() if k in ("k", "max_degree", "n_rbf", "rbf_max", "tile_cells")}
+    graph = SquintConfig().update(**graph_opts).graph
+    yield ProgressEvent("prepare", message=f"preparing {data_all.n_obs} cells x {len(gene_list)} genes")
+    full = prepare_slide(data_all, gene_list, section_key=section_key, spatial_key=spatial_key, graph=graph)
+    counts = full.counts
+    sec_labels = data_all.obs[section_key].astype(str).to_numpy() if section_key else None
+    runs = []
+    n_steps = len(seeds) * (len(variants) + 1)
+    step = 0
+    for seed in seeds:
+        t_seed = time.perf_counter()
+        labels = choose_sites(data_all, sites=sites, section=section, n_patches=n_patches, fraction=fraction,
+                              seed=seed, section_key=section_key, spatial_key=spatial_key)
+        held = labels >= 0
+        test = np.flatnonzero(held)
+        nb = full.nbr
+        touches = ((nb >= 0) & held[np.maximum(nb, 0)]).any(1)
+        clean = ~held & ~touches
+        pca_x = M.reference_pca(counts[~held], seed=seed)
+        pca_n = M.reference_pca(full.x_nbr[clean], seed=seed)
+        truth = counts[test].toarray()
+        truth_n = full.x_nbr[test].toarray()
+        scores: dict[str, dict] = {"X": {}, "X_nbr": {}}
+        seconds: dict[str, float] = {}
+
+        def score(name, x, xn=None, *, cell=True):
+            if xn is None:
+                xn = M.nbr_profile(counts, x, held, nb, test)
+            if cell:
+                scores["X"][name] = M.evaluate_imputation(truth, x, pca=pca_x, seed=seed, max_n=max_n)
+            scores["X_nbr"][name] = M.evaluate_imputation(truth_n, xn, pca=pca_n, seed=seed, max_n=max_n)
+
+        # ---- baselines ----
+        step += 1
+        yield ProgressEvent("baselines", step=step, total=n_steps, message=f"seed {seed}: baselines")
+        t0 = time.perf_counter()
+        score("mean profile", M.mean_profile(counts[~held], test.size))
+        score("neighbourhood average", M.neighbourhood_average(full.coords, counts, ~held, test,
+                                                               k=graph.k, section=sec_labels))
+        score("ring infill", M.ring_infill(full.coords, counts, ~held, test, k=graph.k, section=sec_labels))
+        seconds["baselines"] = time.perf_counter() - t0
+        # ---- SQuINT variants ----
+        for vi, (vname, over) in enumerate(variants.items()):
+            step += 1
+            yield ProgressEvent("train", step=step, total=n_steps, message=f"seed {seed}: training {vname}")
+            t0 = time.perf_counter()
+            model = train_heldout(data_all, held, section_key=section_key, spatial_key=spatial_key,
+                                  genes=gene_list, **{"epochs": epochs, "seed": seed, **options, **over})
+            seconds[f"train {vname}"] = time.perf_counter() - t0
+            imputer = Imputer(model, data_all)
+            methods = list(impute_methods) if vi == 0 else list(impute_methods[:1])
+            first = None
+            for meth in methods:
+                t0 = time.perf_counter()
+                res = imputer.impute_targets(test, method=meth, nbr_mode="decoder")
+                seconds[f"impute {vname} {meth}"] = time.perf_counter() - t0
+                label = f"{vname} ({meth})"
+                score(label, res["imputed"], res["imputed_nbr"])
+                score(f"{label} Σ", res["imputed"], cell=False)
+                first = first or (label, res)
+            if vi == 0 and first is not None:
+                label, res = first
+                if sampled:
+                    rng = np.random.default_rng(seed)
+                    th_c = model.module.log_theta_cell.detach().cpu().exp().numpy().astype(np.float64)
+                    th_n = model.module.log_theta.detach().cpu().exp().numpy().astype(np.float64)
+                    score(f"{label} NB sample", _sample_nb(res["imputed"], th_c, rng),
+                          _sample_nb(res["imputed_nbr"], th_n, rng))
+                if guided:
+                    score(f"{vname}-guided neighbour average", guided_average(
+                        full.coords, counts, ~held, test, res["imputed"], section=sec_labels, k=graph.k))
+        # ---- extra methods ----
+        for name, fn in extra_methods.items():
+            t0 = time.perf_counter()
+            out = fn(data_all, held.copy(), test.copy())
+            x, xn = out if isinstance(out, tuple) else (out, None)
+            x = np.asarray(x, dtype=np.float64)
+            if x.shape != truth.shape:
+                raise SlideError(f"extra method {name!r} returned shape {x.shape}; expected {truth.shape}")
+            score(name, x, None if xn is None else np.asarray(xn, dtype=np.float64))
+            seconds[name] = time.perf_counter() - t0
+        seconds["seed total"] = time.perf_counter() - t_seed
+        runs.append({"seed": int(seed), "n_test": int(test.size), "n_train": int((~held).sum()),
+                     "sites": {"n": int(labels.max() + 1), "cells": np.bincount(labels[held]).tolist()},
+                     "scores": scores, "seconds": seconds})
+        yield ProgressEvent("seed", step=step, total=n_steps,
+                            message=f"seed {seed} done in {seconds['seed total']:.0f}s",
+                            metrics={f"{m} pc_gene": v["pc_gene"] for m, v in scores["X"].items()})
+    summary = {}
+    for target in ("X", "X_nbr"):
+        names = list(runs[0]["scores"][target]) if runs else []
+        summary[target] = {n: M.summarise([r["scores"][target][n] for r in runs]) for n in names}
+    config = {
+        "section": _site_section(section, sec_labels, held if runs else None),
+        "sites": sites, "n_patches": n_patches, "fraction": fraction, "seeds": [int(s) for s in seeds],
+        "sections": sorted(set(map(str, sec_labels))) if sec_labels is not None else None,
+        "n_cells": int(data_all.n_obs), "n_genes": len(gene_list), "epochs": epochs,
+        "variants": {k: dict(v) for k, v in variants.items()}, "impute_methods": list(impute_methods),
+        "options": dict(options), "extra_methods": list(extra_methods), "max_n": max_n,
+        "graph": {"k": graph.k, "max_degree": graph.max_degree},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": _cpu_count()},
+        "seconds": time.perf_counter() - t_start,
+    }
+    return {"config": config, "runs": runs, "summary": summary}
+
+
+def _site_section(section, sec_labels, held) -> str | None:
+    if section is not None:
+        return str(section)
+    if held is None or sec_labels is None or not held.any():
+        return None
+    return str(sec_labels[np.flatnonzero(held)[0]])
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def benchmark_impute(adata: AnnData, *, callback: Callable[[ProgressEvent], None] | None = None, **kwargs) -> dict:
+    """Run :func:`iter_benchmark_impute` to the end and return its results dict."""
+    result, cancelled = drive(iter_benchmark_impute(adata, **kwargs), callback=callback)
+    if cancelled:
+        raise KeyboardInterrupt("benchmark cancelled")
+    return result
+
+
+def results_markdown(results: Mapping) -> str:
+    """Markdown report: the configuration and one mean ± sd table per target (X, X_nbr)."""
+    from napari_squint.metrics import to_markdown
+
+    cfg = results["config"]
+    lines = [
+        f"Sites: {cfg['sites']} in section `{cfg['section']}` ({cfg['n_patches']} x {cfg['fraction']:.0%} of the "
+        f"section's cells{'' if cfg['sites'] == 'patches' else ', drawn at random'}); seeds {cfg['seeds']}; "
+        f"{cfg['n_cells']} cells x {cfg['n_genes']} genes in {len(cfg['sections'] or [])} section(s); "
+        f"{cfg['epochs']} epochs; {cfg['seconds']:.0f} s in all.",
+        "",
+    ]
+    for target, title in (("X", "Cell profile X"), ("X_nbr", "Microenvironment X_nbr")):
+        lines += [f"### {title}", "", to_markdown(results["summary"][target]), ""]
+    return "\n".join(lines)
+
+
+def write_results(results: Mapping, out_dir: str | Path, *, stem: str = "impute_benchmark") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir`` (atomically); return both paths."""
+    import os
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in ((".json", json.dumps(results, indent=1, default=_json_default)),
+                         (".md", results_markdown(results))):
+        path = out_dir / f"{stem}{suffix}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

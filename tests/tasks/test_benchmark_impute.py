@@ -1,0 +1,92 @@
+"""A tiny end-to-end run of the Table 2 protocol."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_squint.data.validate import SlideError
+from napari_squint.tasks.benchmark_impute import (
+    benchmark_impute,
+    guided_average,
+    results_markdown,
+    write_results,
+)
+
+TINY_OPTS = dict(batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, kmeans_cells=2000)
+
+
+@pytest.fixture(scope="module")
+def results(small_tissue):
+    calls = []
+
+    def oracle_mean(adata, held, test):  # an extra method through the hook
+        calls.append((held.sum(), test.size))
+        x = np.asarray(adata.X[test].toarray(), dtype=float) * 0 + 1.0
+        return x, None
+
+    res = benchmark_impute(small_tissue, section="section_0", seeds=(0, 1), epochs=1, options=TINY_OPTS,
+                           variants={"SQuINT": {}, "SQuINT w/o C": {"use_covariates": False}},
+                           extra_methods={"constant": oracle_mean})
+    res["_calls"] = calls
+    return res
+
+
+def test_every_method_and_metric_is_scored(results):
+    x_rows = set(results["summary"]["X"])
+    n_rows = set(results["summary"]["X_nbr"])
+    base = {"mean profile", "neighbourhood average", "ring infill", "constant"}
+    squint = {"SQuINT (infill)", "SQuINT (oneshot)", "SQuINT (infill) NB sample",
+              "SQuINT-guided neighbour average", "SQuINT w/o C (infill)"}
+    assert base | squint <= x_rows
+    assert base | squint | {"SQuINT (infill) Σ", "SQuINT (oneshot) Σ"} <= n_rows
+    for target in ("X", "X_nbr"):
+        for method, summary in results["summary"][target].items():
+            assert set(summary) == {"pc_cell", "pc_gene", "mmd", "energy"}, method
+            assert summary["mmd"]["n"] == 2
+            assert np.isfinite(summary["mmd"]["mean"]) and summary["mmd"]["mean"] >= 0
+    # location-blind baselines score 0 per gene by construction
+    assert results["summary"]["X"]["mean profile"]["pc_gene"]["mean"] == 0
+    assert results["summary"]["X"]["constant"]["pc_gene"]["mean"] == 0
+
+
+def test_runs_and_extra_hook(results, small_tissue):
+    in_sec = (small_tissue.obs["section"] == "section_0").to_numpy().sum()
+    assert [r["seed"] for r in results["runs"]] == [0, 1]
+    for r in results["runs"]:
+        assert r["n_test"] == 3 * round(0.03 * in_sec)
+        assert r["n_train"] == small_tissue.n_obs - r["n_test"]
+    assert results["_calls"] == [(r["n_test"], r["n_test"]) for r in results["runs"]]
+    assert results["config"]["section"] == "section_0"
+
+
+def test_write_results(results, tmp_path):
+    res = {k: v for k, v in results.items() if not k.startswith("_")}
+    js, md = write_results(res, tmp_path, stem="t")
+    back = json.loads(js.read_text())
+    assert back["summary"]["X"]["ring infill"]["pc_gene"]["n"] == 2
+    text = md.read_text()
+    assert "| neighbourhood average |" in text and "### Microenvironment X_nbr" in text
+    assert text == results_markdown(res)
+
+
+def test_extra_method_shape_is_checked(small_tissue):
+    with pytest.raises(SlideError, match="returned shape"):
+        benchmark_impute(small_tissue, section="section_0", seeds=(0,), variants={}, sampled=False,
+                         extra_methods={"bad": lambda a, h, t: (np.zeros((2, 2)), None)})
+
+
+def test_guided_average_copies_the_matching_neighbours():
+    # two kinds of observed cells around a test cell; the model's guess picks the kind
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 10, size=(41, 2))
+    coords[0] = [5, 5]
+    kind = np.arange(41) % 2
+    counts = np.where(kind[:, None] == 0, [[50, 1, 1]], [[1, 1, 50]]).astype(float)
+    observed = np.ones(41, bool)
+    observed[0] = False
+    out = guided_average(coords, counts, observed, np.array([0]), np.array([[1.0, 1.0, 40.0]]),
+                         candidates=16, k=4)
+    assert np.allclose(out, [[1, 1, 50]])

@@ -1,0 +1,211 @@
+"""In-painting: AnnData in and out, infill rings, no leak of the targets' counts, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from napari_squint.data.validate import SlideError
+from napari_squint.tasks.impute import Imputer, _rings, impute
+
+
+@pytest.fixture(scope="module")
+def imputer(tiny_model, small_tissue):
+    return Imputer(tiny_model, small_tissue)
+
+
+@pytest.fixture(scope="module")
+def region(small_tissue, make_disc):
+    return make_disc(small_tissue, "section_1", 80, name="hole")
+
+
+def test_output_layout(imputer, region, small_tissue, tiny_model):
+    out = imputer.impute(regions=[region])
+    from napari_squint.io.geojson import cells_in_regions
+
+    inside = cells_in_regions(small_tissue, [region], section_key="section")
+    assert out.n_obs == inside.sum() == 80
+    assert list(out.obs_names) == list(small_tissue.obs_names[inside])
+    assert list(out.var_names) == list(tiny_model.genes)
+    for layer in ("imputed", "imputed_nbr"):
+        assert out.layers[layer].shape == (80, len(tiny_model.genes))
+        assert np.isfinite(out.layers[layer]).all() and (out.layers[layer] >= 0).all()
+    assert (out.obs["section"] == "section_1").all()
+    assert np.allclose(out.obsm["spatial"], np.asarray(small_tissue.obsm["spatial"])[inside])
+    assert out.obs["squint_token"].dtype.name == "category"
+    assert not out.obs["squint_created"].any()
+    assert (out.obs["squint_region"] == "hole").all()
+    assert out.obs["squint_ring"].min() == 1
+    # X holds the measured counts of the model genes
+    assert np.allclose(out.X.toarray(), small_tissue[inside, tiny_model.genes].X.toarray())
+    # a target's library is the median library of the observed cells of its section
+    lib = np.asarray(small_tissue.X.sum(1)).ravel()
+    obs = (small_tissue.obs["section"] == "section_1").to_numpy() & ~inside
+    assert np.allclose(out.layers["imputed"].sum(1), np.median(lib[obs]), rtol=1e-4)
+    # the microenvironment is larger than the cell
+    assert (out.layers["imputed_nbr"].sum(1) > out.layers["imputed"].sum(1)).all()
+    params = out.uns["squint"]["impute"]["params"]
+    assert params["method"] == "infill" and params["key_added"] == "imputed"
+
+
+def test_mask_equals_regions_and_function_equals_class(imputer, region, tiny_model, small_tissue):
+    a = imputer.impute(regions=[region], method="oneshot")
+    from napari_squint.io.geojson import cells_in_regions
+
+    mask = cells_in_regions(small_tissue, [region], section_key="section")
+    b = imputer.impute(mask=mask, method="oneshot")
+    c = impute(tiny_model, small_tissue, regions=[region], method="oneshot")
+    for other in (b, c):
+        assert np.allclose(a.layers["imputed"], other.layers["imputed"])
+        assert np.allclose(a.layers["imputed_nbr"], other.layers["imputed_nbr"])
+
+
+def test_targets_counts_are_never_read(tiny_model, small_tissue, region):
+    """Scrambling the counts of the cells inside the polygon changes nothing in the imputation."""
+    from napari_squint.io.geojson import cells_in_regions
+
+    inside = cells_in_regions(small_tissue, [region], section_key="section")
+    scrambled = small_tissue.copy()
+    X = scrambled.X.toarray()
+    X[inside] = np.random.default_rng(0).poisson(30, size=(int(inside.sum()), X.shape[1]))
+    scrambled.X = sp.csr_matrix(X)
+    for method in ("infill", "oneshot"):
+        for nbr_mode in ("decoder", "sum"):
+            a = impute(tiny_model, small_tissue, regions=[region], method=method, nbr_mode=nbr_mode)
+            b = impute(tiny_model, scrambled, regions=[region], method=method, nbr_mode=nbr_mode)
+            assert np.allclose(a.layers["imputed"], b.layers["imputed"])
+            assert np.allclose(a.layers["imputed_nbr"], b.layers["imputed_nbr"])
+            assert (a.obs["squint_token"].to_numpy() == b.obs["squint_token"].to_numpy()).all()
+
+
+def test_ring_order_on_a_chain():
+    # chain 0-1-2-3-4-5, cell 0 observed, 5 isolated from the observed side by nothing: rings 1..5
+    nbr = np.full((6, 2), -1)
+    for i in range(6):
+        nbr[i] = [i - 1 if i > 0 else -1, i + 1 if i < 5 else -1]
+    observed = np.array([True, False, False, False, False, False])
+    assert _rings(np.arange(1, 6), nbr, observed).tolist() == [1, 2, 3, 4, 5]
+    # an island with no observed cell becomes one last ring
+    nbr2 = np.array([[1, -1], [0, -1], [-1, -1], [-1, -1]])
+    assert _rings(np.array([1, 2, 3]), nbr2, np.array([True, False, False, False])).tolist() == [1, 2, 2]
+
+
+def test_infill_rings_follow_the_graph(imputer, region):
+    out = imputer.impute(regions=[region], method="infill")
+    d = imputer.data
+    idx = d.obs_names.get_indexer(out.obs_names)
+    ring = dict(zip(idx, out.obs["squint_ring"].to_numpy()))
+    for cell, r in ring.items():
+        nb = d.nbr[cell][d.nbr[cell] >= 0]
+        nb_rings = [ring.get(j, 0) for j in nb]  # 0 = observed
+        assert min(nb_rings) == r - 1  # a neighbour one ring closer to the measured cells
+    assert out.obs["squint_ring"].max() >= 3
+
+
+def test_infill_first_ring_equals_oneshot(imputer, region):
+    inf = imputer.impute(regions=[region], method="infill")
+    one = imputer.impute(regions=[region], method="oneshot")
+    r1 = (inf.obs["squint_ring"] == 1).to_numpy()
+    assert np.allclose(inf.layers["imputed"][r1], one.layers["imputed"][r1], rtol=1e-5, atol=1e-6)
+    assert (one.obs["squint_ring"] == 0).all()
+
+
+class NeighbourMeanModel:
+    """A stand-in model whose imputation is the mean input of a cell's *unmasked* neighbours.
+
+    It makes the infill mechanics visible whatever a tiny trained model learned:
+    a cell with no unmasked neighbour gets zeros.
+    """
+
+    def __init__(self, model):
+        self._model = model
+        self.genes, self.config = model.genes, model.config
+        self.section_key, self.spatial_key = model.section_key, model.spatial_key
+
+    def prepare(self, adata, align=False):
+        return self._model.prepare(adata, align=align)
+
+    def impute_cells(self, data, masked, *, cells=None, library=None):
+        x = np.expm1(data.x_in.toarray())
+        out = np.zeros((len(cells), data.n_genes))
+        seen = np.zeros(len(cells), dtype=np.int64)
+        for i, c in enumerate(cells):
+            nb = data.nbr[c][data.nbr[c] >= 0]
+            nb = nb[~masked[nb]]
+            seen[i] = nb.size
+            if nb.size:
+                out[i] = x[nb].mean(0)
+        return {"imputed": out, "imputed_nbr": out, "tokens": seen, "codes": seen[:, None], "latent": out,
+                "cells": np.asarray(cells)}
+
+
+def test_infill_propagates_imputed_rings_inwards(tiny_model, small_tissue, region):
+    imp = Imputer(NeighbourMeanModel(tiny_model), small_tissue)
+    inf = imp.impute(regions=[region], method="infill", nbr_mode="decoder")
+    one = imp.impute(regions=[region], method="oneshot", nbr_mode="decoder")
+    ring = inf.obs["squint_ring"].to_numpy()
+    filled = inf.layers["imputed"].sum(1) > 0
+    assert filled.all()  # every ring saw imputed (unmasked) neighbours
+    assert (inf.obs["squint_token"].astype(int).to_numpy() > 0).all()
+    # one-shot: only ring-1 cells have an unmasked neighbour; deeper cells see mask tokens only
+    assert ((one.layers["imputed"].sum(1) > 0) == (ring == 1)).all()
+
+
+def test_nbr_sum_uses_measured_neighbours(imputer, region, small_tissue):
+    out = imputer.impute(regions=[region], nbr_mode="sum")
+    from napari_squint.metrics import nbr_profile
+
+    d = imputer.data
+    held = np.zeros(d.n_cells, dtype=bool)
+    idx = d.obs_names.get_indexer(out.obs_names)
+    held[idx] = True
+    est = np.zeros((d.n_cells, d.n_genes))
+    est[idx] = out.layers["imputed"]
+    expect = nbr_profile(d.counts, est, held, d.nbr, idx)
+    assert np.allclose(out.layers["imputed_nbr"], expect, rtol=1e-4)
+
+
+def test_key_added(imputer, region):
+    out = imputer.impute(regions=[region], key_added="sq")
+    assert set(out.layers) == {"sq", "sq_nbr"}
+
+
+def test_errors(imputer, tiny_model, small_tissue, region):
+    from shapely.geometry import Polygon
+
+    from napari_squint.io.geojson import Region
+
+    with pytest.raises(SlideError, match="exactly one"):
+        imputer.impute()
+    with pytest.raises(SlideError, match="exactly one"):
+        imputer.impute(regions=[region], mask=np.zeros(small_tissue.n_obs, bool))
+    with pytest.raises(SlideError, match="not in the slide"):
+        imputer.impute(regions=[Region("section_9", region.polygon, "x")])
+    bowtie = Polygon([(0, 0), (100, 100), (100, 0), (0, 100)])
+    with pytest.raises(SlideError, match="self-intersecting"):
+        imputer.impute(regions=[Region("section_0", bowtie, "bow")])
+    far = Polygon([(1e6, 1e6), (1e6 + 10, 1e6), (1e6, 1e6 + 10)])
+    with pytest.raises(SlideError, match="far outside"):
+        imputer.impute(regions=[Region("section_0", far, "far")])
+    with pytest.raises(SlideError, match="shape"):
+        imputer.impute(mask=np.zeros(3, bool))
+    with pytest.raises(SlideError, match="no cell lies inside"):
+        imputer.impute(mask=np.zeros(small_tissue.n_obs, bool))
+    with pytest.raises(ValueError, match="method"):
+        imputer.impute(regions=[region], method="magic")
+    other = small_tissue.copy()
+    other.var_names = [f"other_{i}" for i in range(other.n_vars)]
+    with pytest.raises(SlideError, match="trained on other genes"):
+        Imputer(tiny_model, other)
+
+
+def test_sampled_substitution_is_seeded(imputer, region):
+    from napari_squint.io.geojson import cells_in_regions
+
+    targets = np.flatnonzero(cells_in_regions(imputer.adata, [region], section_key="section"))
+    a = imputer.impute_targets(targets, substitute="sample", seed=1)
+    b = imputer.impute_targets(targets, substitute="sample", seed=1)
+    assert np.array_equal(a["imputed"], b["imputed"])
+    with pytest.raises(ValueError, match="substitute"):
+        imputer.impute_targets(targets, substitute="median")
