@@ -145,8 +145,12 @@ class SquintModule(nn.Module):
         return (e[pairs[0]] * e[pairs[1]]).sum(-1)
 
     # ------------------------------------------------------------------ losses
-    def forward(self, batch: Batch, *, noise: float = 0.0):
-        """Encode, quantise and decode a batch; return the latents, codes and losses."""
+    def forward(self, batch: Batch, *, noise: float = 0.0, masked_weight: float = 1.0):
+        """Encode, quantise and decode a batch; return the latents, codes and losses.
+
+        ``masked_weight`` multiplies the attribute losses of masked seeds (1 = the
+        paper's plain mean over all cells).
+        """
         h, c = self.encode(batch, noise=noise)
         q, codes, vq = self.codebook(h)
         out = {"latent": h, "quantised": q, "codes": codes, **vq}
@@ -155,12 +159,16 @@ class SquintModule(nn.Module):
             with torch.autocast(device_type=q.device.type, enabled=False):  # likelihoods in float32
                 probs, probs_cell = probs.float(), probs_cell.float()
                 lib = batch.x_nbr.sum(-1, keepdim=True)
+                w = torch.ones(q.shape[0], device=q.device)
+                if masked_weight != 1.0:
+                    w = torch.where(batch.masked[batch.seed_local], masked_weight, 1.0).to(q.device)
+                w = (w / w.mean())[:, None]
                 ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.float().exp())
-                out["nb_loss"] = -ll.mean()
+                out["nb_loss"] = -(w * ll).mean()
                 if batch.x_cell is not None:
                     lib_c = batch.x_cell.sum(-1, keepdim=True)
                     llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.float().exp())
-                    out["nb_cell_loss"] = -llc.mean()
+                    out["nb_cell_loss"] = -(w * llc).mean()
         if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
             pos = self.edge_logits(q, batch.pos_edges).float()
             neg = self.edge_logits(q, batch.neg_edges).float()

@@ -34,6 +34,7 @@ class TrainConfig:
     mask_start: float = 0.2  #: masked fraction at the first epoch
     mask_end: float = 0.6  #: masked fraction at the last epoch
     mask_noise: float = 0.1  #: std of the noise added to the mask token
+    masked_weight: float = 1.0  #: weight of masked cells in the attribute losses (1 = paper)
     lambda_x: float = 1.0  #: NB attribute loss weight
     lambda_cell: float = 0.5  #: NB loss on the cell's own counts (beyond the paper: per-cell imputation)
     lambda_a: float = 0.1  #: adjacency BCE weight

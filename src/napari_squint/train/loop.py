@@ -147,7 +147,7 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         for step, batch in enumerate(prefetch(plans, assemble, depth=cfg.prefetch)):
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = module(batch, noise=cfg.mask_noise)
+                out = module(batch, noise=cfg.mask_noise, masked_weight=cfg.masked_weight)
             vq = out["code_loss"] + out["commit_loss"]
             loss = cfg.lambda_x * out["nb_loss"] + cfg.lambda_e * vq + cfg.lambda_m * out["mask_norm"]
             if "nb_cell_loss" in out:
