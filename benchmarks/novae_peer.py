@@ -38,6 +38,14 @@ remainder is dropped. The length is also capped at
 ``max(50_000, 2% of n_cells)``. Each anchor yields two subgraphs (``main`` +
 ``view``). ``samples_per_epoch`` and ``samples_per_s`` report what was actually
 processed.
+
+Long runs on a shared machine: every 5 batches a heartbeat
+``<out stem>.partial.json`` is written, holding the same fields plus
+``progress`` (batches done, wall/CPU seconds so far). It is also written when
+the run is interrupted, e.g. on SIGTERM, which Lightning turns into an
+exception. It is removed once the final ``--out`` JSON is written.
+``epochs[i].cpu_s`` is this process's CPU time for the epoch. Compare it with
+``wall_s`` to see how much of the 2 cores the run actually got.
 """
 
 from __future__ import annotations
@@ -161,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     adata = ad.read_h5ad(args.data)
     n_file = adata.n_obs
+    if args.section_key not in adata.obs:
+        raise SystemExit(f"{args.data}: obs['{args.section_key}'] missing (use --section-key)")
     adata = _subset(adata, args.max_cells, args.section_key, args.sections)
     load_s = time.perf_counter() - t0
-    assert args.section_key in adata.obs, f"obs['{args.section_key}'] missing"
     adata.obs[args.section_key] = adata.obs[args.section_key].astype(str).astype("category")
     n_cells, n_genes = adata.n_obs, adata.n_vars
     sections = list(adata.obs[args.section_key].cat.categories)
@@ -212,32 +221,126 @@ def main(argv: list[str] | None = None) -> int:
           f"{model_init_s:.1f}s); genes used {n_genes_used}/{n_genes}; params {n_params:,}", flush=True)
 
     # ---------------------------------------------------------------- fit
+    def build_result(status: str) -> dict:
+        first = timer.epochs[0] if timer.epochs else None
+        train_epoch_s = first["wall_s"] if first else None
+        progress = timer.progress()
+        return {
+            "status": status,
+            "tool": "novae",
+            "novae_version": novae.__version__,
+            "torch_version": torch.__version__,
+            "lightning_version": _version("lightning"),
+            "torch_geometric_version": _version("torch-geometric"),
+            "anndata_version": _version("anndata"),
+            "scanpy_version": _version("scanpy"),
+            "python": platform.python_version(),
+            "data": str(args.data),
+            "n_cells": n_cells,
+            "n_genes": n_genes,
+            "n_genes_used_by_novae": n_genes_used,
+            "n_sections": len(sections),
+            "sections": sections,
+            "n_cells_in_file": n_file,
+            "graph": graph,
+            "n_parameters": n_params,
+            "import_s": import_s,
+            "load_s": load_s,
+            "preprocessing_s": preprocess_s,
+            "preprocessing_breakdown_s": {"spatial_neighbors": neighbors_s,
+                                          "model_init_normalize_log1p_hvg_pca": model_init_s},
+            "fit_setup_s": (timer.first_epoch_start - fit_t0) if timer.first_epoch_start else None,
+            "training_s": train_epoch_s,  # first epoch only
+            "cells_per_s": (n_cells / train_epoch_s) if train_epoch_s else None,
+            "samples_per_epoch": first["samples"] if first else None,
+            "samples_per_s": (first["samples"] / train_epoch_s) if first else None,
+            "epochs": timer.epochs,
+            "progress": progress,  # live view of the running epoch (useful if the run is cut short)
+            "fit_total_s": time.perf_counter() - fit_t0,
+            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb_after_preprocessing": rss_after_preprocess,
+            "settings": {
+                "radius_um": args.radius,
+                "slide_key": args.section_key,
+                "max_cells": args.max_cells,
+                "sections_filter": args.sections,
+                "seed": args.seed,
+                "model": model_kwargs,
+                "fit": {**fit_kwargs, "use_scheduler": True,
+                        "warmup_epochs_prototypes_frozen": novae.settings.warmup_epochs},
+                "auto_preprocessing": novae.settings.auto_preprocessing,
+                "pretrained": False,
+            },
+            "host": {
+                "cpu_count": os.cpu_count(),
+                "torch_num_threads": torch.get_num_threads(),
+                "loadavg_start": loadavg_start,
+                "loadavg_now": os.getloadavg(),
+                "platform": platform.platform(),
+            },
+            "warnings": capture.messages,
+            "argv": sys.argv,
+        }
+
+    def write(path: Path, status: str) -> dict:
+        res = build_result(status)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+        os.replace(tmp, path)
+        return res
+
+    partial_path = args.out.with_name(args.out.stem + ".partial.json")
+
     class EpochTimer(Callback):
-        def __init__(self) -> None:
-            self.fit_t0 = None
+        """Times each epoch (wall + process CPU) and writes a heartbeat JSON every few batches."""
+
+        def __init__(self, every: int = 5) -> None:
+            self.every = every
             self.epochs: list[dict] = []
-            self._t = None
-            self._c = None
             self.first_epoch_start = None
+            self._t = self._c = None
+            self._batches = 0
+            self._total = None
+            self._epoch = None
+
+        def progress(self) -> dict | None:
+            if self._t is None:
+                return None
+            wall = time.perf_counter() - self._t
+            return {"epoch": self._epoch, "batches_done": self._batches, "batches_total": self._total,
+                    "wall_s": wall, "cpu_s": _cpu_s() - self._c,
+                    "samples_per_s_so_far": (self._batches * args.batch_size / wall) if wall > 0 else None}
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             self._t = time.perf_counter()
             self._c = _cpu_s()
+            self._batches = 0
+            self._epoch = trainer.current_epoch
+            self._total = int(trainer.num_training_batches)
             if self.first_epoch_start is None:
                 self.first_epoch_start = self._t
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self._batches += 1
+            if self._batches % self.every == 0:
+                write(partial_path, "running")
+                pr = self.progress()
+                print(f"[novae_peer] epoch {self._epoch} batch {self._batches}/{self._total}: "
+                      f"{pr['wall_s']:.0f}s wall, {pr['cpu_s']:.0f}s cpu", flush=True)
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             wall = time.perf_counter() - self._t
             cpu = _cpu_s() - self._c
-            n_batches = trainer.num_training_batches
+            n_batches = int(trainer.num_training_batches)
             loss = trainer.callback_metrics.get("train/loss_epoch")
             self.epochs.append({
                 "epoch": trainer.current_epoch,
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "cpu_util_cores": cpu / wall if wall > 0 else None,
-                "batches": int(n_batches),
-                "samples": int(n_batches) * args.batch_size,
+                "batches": n_batches,
+                "samples": n_batches * args.batch_size,
                 "loss_epoch": float(loss) if loss is not None else None,
             })
             print(f"[novae_peer] epoch {trainer.current_epoch}: {wall:.1f}s wall, {cpu:.1f}s cpu, "
@@ -245,73 +348,20 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = EpochTimer()
     fit_kwargs = dict(max_epochs=args.epochs, accelerator="cpu", num_workers=0, lr=5e-4)
-    t0 = time.perf_counter()
-    model.fit(callbacks=[timer], enable_progress_bar=False, **fit_kwargs)
-    fit_total_s = time.perf_counter() - t0
-    fit_setup_s = (timer.first_epoch_start - t0) if timer.first_epoch_start else None
-    loadavg_end = os.getloadavg()
+    fit_t0 = time.perf_counter()
+    try:
+        model.fit(callbacks=[timer], enable_progress_bar=False, **fit_kwargs)
+    except BaseException as exc:  # SIGTERM (Lightning raises), Ctrl-C, errors: keep what was measured
+        write(partial_path, f"interrupted: {type(exc).__name__}: {exc}")
+        print(f"[novae_peer] interrupted; partial figures in {partial_path}", file=sys.stderr, flush=True)
+        raise
 
     if not timer.epochs:
+        write(partial_path, "no epoch completed")
         raise SystemExit("no training epoch completed")
-    first = timer.epochs[0]
-    train_epoch_s = first["wall_s"]
-
-    result = {
-        "tool": "novae",
-        "novae_version": novae.__version__,
-        "torch_version": torch.__version__,
-        "lightning_version": _version("lightning"),
-        "torch_geometric_version": _version("torch-geometric"),
-        "anndata_version": _version("anndata"),
-        "scanpy_version": _version("scanpy"),
-        "python": platform.python_version(),
-        "data": str(args.data),
-        "n_cells": n_cells,
-        "n_genes": n_genes,
-        "n_genes_used_by_novae": n_genes_used,
-        "n_sections": len(sections),
-        "sections": sections,
-        "n_cells_in_file": n_file,
-        "graph": graph,
-        "n_parameters": n_params,
-        "import_s": import_s,
-        "load_s": load_s,
-        "preprocessing_s": preprocess_s,
-        "preprocessing_breakdown_s": {"spatial_neighbors": neighbors_s,
-                                      "model_init_normalize_log1p_hvg_pca": model_init_s},
-        "fit_setup_s": fit_setup_s,
-        "training_s": train_epoch_s,  # first epoch only
-        "cells_per_s": n_cells / train_epoch_s,
-        "samples_per_epoch": first["samples"],
-        "samples_per_s": first["samples"] / train_epoch_s,
-        "epochs": timer.epochs,
-        "fit_total_s": fit_total_s,
-        "peak_rss_mb": _peak_rss_mb(),
-        "peak_rss_mb_after_preprocessing": rss_after_preprocess,
-        "settings": {
-            "radius_um": args.radius,
-            "slide_key": args.section_key,
-            "max_cells": args.max_cells,
-            "sections_filter": args.sections,
-            "seed": args.seed,
-            "model": model_kwargs,
-            "fit": {**fit_kwargs, "use_scheduler": True, "warmup_epochs_prototypes_frozen": novae.settings.warmup_epochs},
-            "auto_preprocessing": novae.settings.auto_preprocessing,
-            "pretrained": False,
-        },
-        "host": {
-            "cpu_count": os.cpu_count(),
-            "torch_num_threads": torch.get_num_threads(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": loadavg_end,
-            "platform": platform.platform(),
-        },
-        "warnings": capture.messages,
-        "argv": sys.argv,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[novae_peer] epoch {train_epoch_s:.1f}s -> {result['cells_per_s']:.1f} cells/s "
+    result = write(args.out, "ok")
+    partial_path.unlink(missing_ok=True)
+    print(f"[novae_peer] epoch {result['training_s']:.1f}s -> {result['cells_per_s']:.1f} cells/s "
           f"({result['samples_per_s']:.1f} samples/s); peak RSS {result['peak_rss_mb']:.0f} MB; "
           f"wrote {args.out}", flush=True)
     return 0

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from napari_squint.data.radius import (
     XENIUM_RADIUS_UM,
+    induced_edge_index,
+    k_hop,
+    radius_adjacency,
     default_radius,
     median_nn_distance,
     radius_graph,
@@ -125,3 +129,33 @@ def test_radius_in_units():
 def test_invalid_inputs_name_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_radius_adjacency_blocks_sections_and_matches_radius_graph():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(0, 10, size=(80, 2))
+    groups = (pts[:, 1] > 5).astype(np.int64)
+    adj = radius_adjacency(pts, [1.5, 2.5], groups=groups)
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    src, dst = adj.nonzero()
+    assert (groups[src] == groups[dst]).all()
+    for g, r in ((0, 1.5), (1, 2.5)):
+        idx = np.flatnonzero(groups == g)
+        ei = radius_graph(pts[idx], r)
+        sub = adj[idx][:, idx]
+        assert sub.nnz == ei.shape[1]
+        assert set(zip(*sub.nonzero())) == set(zip(*ei))
+    with pytest.raises(ValueError, match="radius has 1 values"):
+        radius_adjacency(pts, [1.0], groups=groups)
+
+
+def test_k_hop_and_induced_edges_on_a_path():
+    n = 6  # path 0-1-2-3-4-5
+    rows = np.r_[np.arange(n - 1), np.arange(1, n)]
+    cols = np.r_[np.arange(1, n), np.arange(n - 1)]
+    adj = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    np.testing.assert_array_equal(k_hop(adj, [2], 0), [2])
+    np.testing.assert_array_equal(k_hop(adj, [2], 1), [1, 2, 3])
+    np.testing.assert_array_equal(k_hop(adj, [0, 5], 2), [0, 1, 2, 3, 4, 5])
+    ei = induced_edge_index(adj, np.array([1, 2, 3]))
+    assert set(zip(*ei)) == {(0, 1), (1, 0), (1, 2), (2, 1)}

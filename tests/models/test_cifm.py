@@ -273,3 +273,23 @@ def test_float32_default_runs():
     x_expr, coords, ei = make_data()
     out = model.forward_masked(x_expr.float(), coords.float(), sample_mask(14, ratio=0.2), ei)
     assert out.dtype == torch.float32 and np.isfinite(out.detach().numpy()).all()
+
+
+def test_init_output_sets_the_gene_wise_level():
+    model = make_model()
+    mean = torch.linspace(0.2, 3.0, N_GENES, dtype=torch.float64)
+    model.init_output(mean)
+    torch.testing.assert_close(torch.nn.functional.softplus(model.out_bias), mean, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="mean_expr"):
+        model.init_output(torch.ones(N_GENES + 1))
+
+
+def test_default_norm_keeps_deep_stacks_finite_on_large_inputs():
+    torch.manual_seed(0)
+    model = CifmModule(N_GENES, hidden=16, latent=8, n_layers_enc=3, n_layers_dec=3)
+    x_expr, coords, ei = make_data(n=30)
+    x_expr = x_expr.float() * 50
+    mask = torch.zeros(30, dtype=torch.bool)
+    mask[:3] = True
+    out = model.forward_masked(x_expr, coords.float(), mask, ei)
+    assert torch.isfinite(out).all() and model.hparams["norm"] is True

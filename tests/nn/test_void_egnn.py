@@ -227,3 +227,41 @@ def test_float32_runs():
     z, x, ei = make_graph()
     z2, x2 = layer(z.float(), x.float(), ei)
     assert z2.dtype == torch.float32 and np.isfinite(z2.detach().numpy()).all()
+
+
+def test_rms_normalise_keeps_void_rows_zero():
+    from napari_squint.nn.void_egnn import rms_normalise
+
+    z = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = rms_normalise(z)
+    assert torch.equal(out[0], torch.zeros(3, dtype=torch.float64))
+    assert (out[1] ** 2).mean().item() == pytest.approx(1.0, rel=1e-5)
+    out.sum().backward()
+    assert torch.isfinite(z.grad).all()  # the derivative at a void row exists
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_normalised_stack_keeps_every_symmetry(reflect):
+    layers = [make_layer(5, 5, seed=0, residual=True, norm=True), make_layer(5, 4, seed=1, norm=True)]
+    for lay in layers:  # non-trivial gains
+        torch.nn.init.uniform_(lay.norm_gain, 0.5, 1.5)
+
+    def run(z, x, ei):
+        for lay in layers:
+            z, x = lay(z, x, ei)
+        return z, x
+
+    z, x, ei = make_graph(k=3, seed=6)
+    z = z * 40.0  # large inputs stay finite and bounded with norm=True
+    z_ref, x_ref = run(z, x, ei)
+    assert torch.isfinite(z_ref).all() and z_ref.abs().max() < 1e4
+    z_all, x_all, ei_all, real_idx, is_void = _with_voids(z, x, 6, seed=2, k=3)
+    z2, x2 = run(z_all, x_all, ei_all)
+    torch.testing.assert_close(z2[real_idx], z_ref, **TOL)
+    torch.testing.assert_close(x2[real_idx], x_ref, **TOL)
+    assert torch.equal(z2[is_void], torch.zeros_like(z2[is_void]))
+    R, t = rotation(3, seed=4, reflect=reflect), torch.tensor([5.0, -2.0, 1.0], dtype=torch.float64)
+    z_t, x_t = run(z, x @ R + t, ei)
+    torch.testing.assert_close(z_t, z_ref, **TOL)
+    torch.testing.assert_close(x_t, x_ref @ R + t, **TOL)
+    assert "norm=True" in repr(layers[0])

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
@@ -42,11 +43,12 @@ from napari_squint.train.cifm_loop import (
     iter_train_cifm,
     masked_loss,
     reconstruct_tiled,
+    replace_rows,
 )
 from napari_squint.train.device import resolve_device
 from napari_squint.train.events import ProgressEvent, drive
 
-__all__ = ["Cifm", "CifmConfig", "NoTokensError", "benchmark_method", "counts_from_log"]
+__all__ = ["Cifm", "CifmConfig", "NoTokensError", "benchmark_method", "counts_from_log", "make_benchmark_method"]
 
 #: uns[UNS_KEY] entry written by :meth:`Cifm.embed`.
 EMBED_UNS = "cifm_embed"
@@ -109,6 +111,9 @@ class Cifm:
     allow_non_counts
         Accept non-integer (normalised) values.
     """
+
+    #: model family, for front-ends that handle SQuINT and CIFM models
+    kind = "cifm"
 
     def __init__(
         self,
@@ -285,12 +290,12 @@ class Cifm:
         masked = np.zeros(data.n_cells, bool) if masked is None else self._check_mask(data, masked)
         out: dict[str, np.ndarray] = {}
         if masked.any():
-            x = graph.x_in.toarray()
-            x[masked] = reconstruct_tiled(self.module, graph, masked, np.flatnonzero(masked), self.config,
-                                          self.device)
+            rows = np.flatnonzero(masked)
+            rec = reconstruct_tiled(self.module, graph, masked, rows, self.config, self.device)
+            x = replace_rows(graph.x_in, rows, rec)
             lat = encode_tiled(self.module, graph, cells, self.config, self.device, x_override=x)
             if decode:
-                out["x_dec"] = x[cells]
+                out["x_dec"] = x[cells].toarray()
         else:
             lat = encode_tiled(self.module, graph, cells, self.config, self.device)
             if decode:
@@ -339,11 +344,11 @@ class Cifm:
         graph = self.graph_of(data)
         # every masked cell reconstructed once: needed for cells, their kNN members and the latent
         all_masked = np.flatnonzero(masked)
-        x_all = graph.x_in.toarray()
+        x_all = graph.x_in
         if all_masked.size:
-            x_all[all_masked] = reconstruct_tiled(self.module, graph, masked, all_masked, self.config,
-                                                  self.device)
-        x_cells = x_all[cells]
+            x_all = replace_rows(x_all, all_masked, reconstruct_tiled(self.module, graph, masked, all_masked,
+                                                                      self.config, self.device))
+        x_cells = x_all[cells].toarray()
         seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
         if seen.any():
             x_cells[seen] = reconstruct_tiled(self.module, graph, masked, cells[seen], self.config, self.device)
@@ -363,12 +368,72 @@ class Cifm:
         m_rows, m_cols = np.nonzero(is_masked)
         if m_rows.size:
             who = safe[m_rows, m_cols]
-            est_counts = counts_from_log(x_all[who], est[who])
+            est_counts = counts_from_log(x_all[who].toarray(), est[who])
             np.add.at(nbr_sum, m_rows, est_counts)
         latent = encode_tiled(self.module, graph, cells, self.config, self.device, x_override=x_all)
         return {"imputed": imputed, "imputed_nbr": nbr_sum, "x_log": x_cells,
                 "tokens": np.full(cells.size, -1, dtype=np.int64),
                 "codes": np.zeros((cells.size, 0), dtype=np.int64), "latent": latent, "cells": cells}
+
+    def impute_locations(self, adata: AnnData, coords, *, section: str | None = None,
+                         masked: np.ndarray | None = None, library: float | None = None) -> dict[str, np.ndarray]:
+        """Predict new cells at given locations from their microenvironment (fill of empty regions).
+
+        The new cells join the section's radius graph as masked cells: they
+        are padded with ``e`` at ``coords`` and decoded with the section's
+        measured cells as context.
+
+        Parameters
+        ----------
+        adata
+            The slide.
+        coords
+            ``(m, 2)`` positions of the new cells, in slide units.
+        section
+            The section receiving them (needed when the slide has several).
+        masked
+            Optional ``(n,)`` bool over ``adata``: existing cells of that
+            section removed from the graph altogether (cells being replaced
+            by the new ones, e.g. inside a polygon). Placing a new cell where
+            a removed cell was gives exactly that cell's
+            :meth:`impute_cells` reconstruction.
+        library
+            Depth of the new cells (default: the median library of the
+            section's unmasked cells).
+
+        Returns
+        -------
+        dict with ``imputed`` (m, g) expected counts, ``x_log`` (m, g)
+        normalised log expression and ``coords`` (m, 2).
+        """
+        from napari_squint.train.cifm_loop import build_graph
+
+        coords = np.asarray(coords, dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
+            raise ValueError(f"coords must be a finite (m, 2) array, got shape {coords.shape}")
+        sk = self.section_key if (self.section_key and self.section_key in adata.obs) else None
+        labels = adata.obs[sk].astype(str).to_numpy() if sk else np.full(adata.n_obs, "all", dtype=object)
+        if section is None:
+            uniq = np.unique(labels)
+            if uniq.size != 1:
+                raise ValueError(f"pass section= (the slide has {uniq.size} sections)")
+            section = uniq[0]
+        rows = np.flatnonzero(labels == str(section))
+        if rows.size == 0:
+            raise ValueError(f"section {section!r} not found in obs[{sk!r}]")
+        data = self.prepare(adata[rows])
+        keep = np.ones(rows.size, dtype=bool) if masked is None else ~np.asarray(masked, dtype=bool)[rows]
+        m, n_keep = coords.shape[0], int(keep.sum())
+        x = sp.vstack([data.x_in[keep], sp.csr_matrix((m, data.n_genes), dtype=np.float32)]).tocsr()
+        scale = float(next(iter(data.scales.values())))  # the whole section's scale, as in prepare()
+        graph = build_graph(x, np.vstack([data.coords[keep], coords]), np.zeros(n_keep + m, np.int64),
+                            self.config, scales={0: scale})
+        mask = np.concatenate([np.zeros(n_keep, dtype=bool), np.ones(m, dtype=bool)])
+        x_log = reconstruct_tiled(self.module, graph, mask, np.arange(n_keep, n_keep + m), self.config,
+                                  self.device)
+        lib = data.library()[keep]
+        depth = float(library) if library is not None else float(np.median(lib)) if lib.size else 1.0
+        return {"imputed": counts_from_log(x_log, np.full(m, depth)), "x_log": x_log, "coords": coords}
 
     def embed(self, adata: AnnData, *, key_added: str = K.CIFM_EMB_KEY, cell_key_added: str = K.CIFM_CELL_EMB_KEY,
               copy: bool = False, align: bool = False) -> AnnData | None:
@@ -461,8 +526,6 @@ class Cifm:
 
 
 def _row_selector(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
-    import scipy.sparse as sp
-
     return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_rows, n_cols))
 
 
@@ -473,11 +536,12 @@ def benchmark_method(
     *,
     section_key: str | None = K.SECTION_KEY,
     spatial_key: str = K.SPATIAL_KEY,
+    genes: int | str | Sequence[str] | None = "all",
     seed: int = 0,
     callback: Callable[[ProgressEvent], None] | None = None,
     **options,
-) -> dict[str, np.ndarray]:
-    """CIFM as an imputation method for the benchmark: train without ``heldout``, impute it.
+) -> dict:
+    """CIFM as an imputation method: train without ``heldout``, then impute it.
 
     Parameters
     ----------
@@ -487,6 +551,8 @@ def benchmark_method(
         ``(n,)`` bool, cells excluded from training and masked at imputation.
     test_idx
         Cells to return (default: every held-out cell), rows in this order.
+    genes
+        Model genes (use the benchmark's gene list so columns match).
     options
         CIFM options (``epochs=``, ``radius=``...).
 
@@ -497,7 +563,8 @@ def benchmark_method(
     and ``train_seconds``.
     """
     heldout = np.asarray(heldout, dtype=bool)
-    model = Cifm(adata, section_key=section_key, spatial_key=spatial_key, holdout=heldout, seed=seed, **options)
+    model = Cifm(adata, section_key=section_key, spatial_key=spatial_key, genes=genes, holdout=heldout,
+                 seed=seed, **options)
     t0 = time.perf_counter()
     model.train(callback=callback)
     seconds = time.perf_counter() - t0
@@ -506,3 +573,28 @@ def benchmark_method(
     res = model.impute_cells(data, heldout, cells=cells)
     return {"imputed": res["imputed"], "imputed_nbr": res["imputed_nbr"], "cells": cells, "model": model,
             "train_seconds": seconds}
+
+
+def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_key: str = K.SPATIAL_KEY,
+                          genes: int | str | Sequence[str] | None = "all", seed: int = 0,
+                          **options) -> Callable[[AnnData, np.ndarray, np.ndarray], tuple]:
+    """An ``extra_methods`` entry for :func:`napari_squint.tasks.benchmark_impute.benchmark_impute`.
+
+    >>> from napari_squint.tasks.benchmark_impute import benchmark_impute
+    >>> res = benchmark_impute(adata, extra_methods={"CIFM": make_benchmark_method(epochs=30)})
+
+    Returns
+    -------
+    callable
+        ``fn(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``, both
+        ``(n_test, n_genes)`` counts; ``imputed_nbr`` sums, on the same kNN
+        graph as the benchmark's ``X_nbr`` (``k=8``), the measured counts of
+        observed members and CIFM's imputed counts of held-out members.
+    """
+    def method(adata: AnnData, holdout: np.ndarray, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = benchmark_method(adata, holdout, test_idx, section_key=section_key, spatial_key=spatial_key,
+                               genes=genes, seed=seed, **options)
+        return out["imputed"], out["imputed_nbr"]
+
+    method.__name__ = "cifm"
+    return method

@@ -20,6 +20,7 @@ Keys written
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -206,8 +207,8 @@ def explain_tokens(
     key_added
         Entry of ``uns['squint']`` receiving the parameters and the summary.
     copy
-        Record into a copy (returned as ``result.adata`` is not needed: the
-        tables are returned); the input is then left untouched.
+        Leave ``adata`` untouched (the parameters are recorded in a throw-away
+        copy); the tables are returned either way.
 
     Returns
     -------
@@ -244,9 +245,11 @@ def explain_tokens(
         labels = np.where(np.isin(tokens, big), tokens.astype(str), "_small")
         norm.obs["token"] = pd.Categorical(labels)
         groups = [str(t) for t in big]
-        sc.tl.rank_genes_groups(norm, "token", groups=groups, reference="rest", method=method,
-                                corr_method="benjamini-hochberg", n_genes=min(n_markers, adata.n_vars),
-                                use_raw=False, key_added="_markers")
+        with warnings.catch_warnings():  # scanpy fills its result frame column by column
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            sc.tl.rank_genes_groups(norm, "token", groups=groups, reference="rest", method=method,
+                                    corr_method="benjamini-hochberg", n_genes=min(n_markers, adata.n_vars),
+                                    use_raw=False, key_added="_markers")
         for t in big:
             df = sc.get.rank_genes_groups_df(norm, group=str(t), key="_markers")
             df = df.head(n_markers)

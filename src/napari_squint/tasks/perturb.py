@@ -147,22 +147,25 @@ def select_cells(
     return mask
 
 
-def _as_mask(adata_or_names: pd.Index, cells, what: str) -> np.ndarray:
-    names = adata_or_names
-    if isinstance(cells, np.ndarray) and cells.dtype == bool:
-        if cells.shape != (names.size,):
-            raise ValueError(f"{what} mask has shape {cells.shape}; expected ({names.size},)")
-        return cells.copy()
-    cells = list(cells)
-    if cells and isinstance(cells[0], (int, np.integer)) and not isinstance(cells[0], bool):
-        mask = np.zeros(names.size, dtype=bool)
-        mask[np.asarray(cells, dtype=np.int64)] = True
-        return mask
-    idx = names.get_indexer([str(c) for c in cells])
-    if (idx < 0).any():
-        bad = [c for c, i in zip(cells, idx) if i < 0][:5]
-        raise KeyError(f"{what}: cell name(s) not in adata.obs_names, e.g. {bad}")
+def _as_mask(names: pd.Index, cells, what: str) -> np.ndarray:
+    """(n,) bool mask from a bool mask, cell names or integer positions."""
+    arr = np.asarray(cells)
+    if arr.dtype == bool:
+        if arr.shape != (names.size,):
+            raise ValueError(f"{what} mask has shape {arr.shape}; expected ({names.size},)")
+        return arr.copy()
     mask = np.zeros(names.size, dtype=bool)
+    if arr.size == 0:
+        return mask
+    if arr.dtype.kind in "iu":
+        if arr.min() < 0 or arr.max() >= names.size:
+            raise IndexError(f"{what}: cell positions must lie in [0, {names.size})")
+        mask[arr.astype(np.int64)] = True
+        return mask
+    idx = names.get_indexer([str(c) for c in arr.ravel()])
+    if (idx < 0).any():
+        bad = [c for c, i in zip(arr.ravel(), idx) if i < 0][:5]
+        raise KeyError(f"{what}: cell name(s) not in adata.obs_names, e.g. {bad}")
     mask[idx] = True
     return mask
 
@@ -170,18 +173,21 @@ def _as_mask(adata_or_names: pd.Index, cells, what: str) -> np.ndarray:
 def prototype_profile(data, prototype, genes: list[str], n_replaced: int) -> np.ndarray:
     """(g,) or (m, g) prototype counts in model gene order.
 
-    ``prototype`` is an (n,) bool mask / list of cell names or indices (their
-    mean counts), a pandas Series indexed by gene (missing genes are 0), a
-    (g,) vector, or an (m, g) matrix, one row per replaced cell.
+    ``prototype`` is one of: a pandas Series indexed by gene (genes it lacks
+    are 0); a numeric (g,) vector or (m, g) matrix (one row per replaced
+    cell), in model gene order; otherwise a selection of cells (an (n,) bool
+    mask, cell names, or a list of integer positions) whose mean counts are used.
     """
     if isinstance(prototype, pd.Series):
-        unknown = [g for g in prototype.index if g not in set(genes)]
-        if len(unknown) == len(prototype):
-            raise KeyError(f"no prototype gene is a model gene (e.g. {unknown[:5]})")
+        known = set(genes)
+        if not any(g in known for g in prototype.index):
+            raise KeyError(f"no prototype gene is a model gene (e.g. {list(prototype.index[:5])})")
         return prototype.reindex(genes).fillna(0.0).to_numpy(dtype=np.float64)
     arr = np.asarray(prototype)
-    if arr.dtype != bool and arr.dtype.kind in "fiu" and arr.ndim in (1, 2) and arr.shape[-1] == len(genes) \
-            and not (arr.ndim == 1 and arr.size == data.n_cells and arr.dtype.kind in "iu" and arr.size != len(genes)):
+    numeric = arr.dtype != bool and arr.dtype.kind in "fiu"
+    if numeric and (arr.ndim == 2 or (arr.ndim == 1 and arr.size == len(genes) and not isinstance(prototype, list))):
+        if arr.shape[-1] != len(genes):
+            raise ValueError(f"prototype has {arr.shape[-1]} genes; the model has {len(genes)}")
         if arr.ndim == 2 and arr.shape[0] != n_replaced:
             raise ValueError(f"prototype matrix has {arr.shape[0]} rows; expected one per replaced cell ({n_replaced})")
         if (arr < 0).any() or not np.isfinite(arr).all():

@@ -71,6 +71,12 @@ class StackReport:
         levels), ``z_scale`` (3D only), ``train_seconds``.
     tokens
         (n,) tokens of every cell (all observed) from this model.
+    baseline_x, baseline_x_nbr
+        The same tables for a k-nearest-observed-neighbours baseline (each
+        held-out cell is the mean of its ``k`` nearest observed cells of the
+        same level; its microenvironment sums that estimate and its
+        neighbours' counts, held-out neighbours also estimated), with genes
+        grouped by the model's ranking so that the two compare like with like.
     """
 
     x: pd.DataFrame
@@ -83,13 +89,19 @@ class StackReport:
     graph_stats: dict
     tokens: np.ndarray
     model: object = None
+    baseline_x: pd.DataFrame | None = None
+    baseline_x_nbr: pd.DataFrame | None = None
 
     def summary(self) -> pd.DataFrame:
-        """Long table: level, space (X / X_nbr), group, mean PC, graph."""
+        """Long table: level, space (X / X_nbr), method (squint / knn_average), group, mean PC, graph."""
         out = []
-        for space, tab in (("X", self.x), ("X_nbr", self.x_nbr)):
+        for space, tab, method in (("X", self.x, "squint"), ("X_nbr", self.x_nbr, "squint"),
+                                   ("X", self.baseline_x, "knn_average"), ("X_nbr", self.baseline_x_nbr, "knn_average")):
+            if tab is None:
+                continue
             t = tab.reset_index().melt(id_vars="z", var_name="group", value_name="pc")
             t.insert(1, "space", space)
+            t.insert(2, "method", method)
             out.append(t)
         df = pd.concat(out, ignore_index=True)
         df["graph"] = self.graph
@@ -109,8 +121,10 @@ class StackResult:
         """Mean over levels of every group, one row per (graph, space)."""
         rows = []
         for g, rep in self.reports.items():
-            for space, tab in (("X", rep.x), ("X_nbr", rep.x_nbr)):
-                rows.append({"graph": g, "space": space, **tab.mean(0).to_dict()})
+            for space, tab, base in (("X", rep.x, rep.baseline_x), ("X_nbr", rep.x_nbr, rep.baseline_x_nbr)):
+                rows.append({"graph": g, "method": "squint", "space": space, **tab.mean(0).to_dict()})
+                if base is not None:
+                    rows.append({"graph": g, "method": "knn_average", "space": space, **base.mean(0).to_dict()})
         return pd.DataFrame(rows)
 
 
@@ -211,6 +225,30 @@ def _rank(pc: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _group_table(pg: np.ndarray, rank: np.ndarray, groups, levels) -> pd.DataFrame:
+    return pd.DataFrame({lab: np.nanmean(np.where(rank[None, :] <= k, pg, np.nan), axis=1) for lab, k in groups},
+                        index=pd.Index(levels, name="z"))
+
+
+def _baseline_tables(data, coords2, z, held, cells, lev_c, levels, rank_x, rank_n, groups, *, k: int):
+    """Per-level group means of the k-nearest-observed-neighbours baseline (X and X_nbr)."""
+    from napari_squint.metrics.baselines import neighbourhood_average
+
+    est = neighbourhood_average(coords2, data.counts, ~held, cells, k=k, section=z)
+    true_x = data.counts[cells]
+    true_n = data.x_nbr[cells]
+    est_n = data.replace_counts(cells, est).x_nbr[cells]
+    pg_x = np.full((len(levels), data.n_genes), np.nan)
+    pg_n = np.full_like(pg_x, np.nan)
+    for li in range(len(levels)):
+        sel = lev_c == li
+        if sel.sum() < 3:
+            continue
+        pg_x[li] = _per_gene(true_x[sel], est[sel])
+        pg_n[li] = _per_gene(true_n[sel], est_n[sel])
+    return _group_table(pg_x, rank_x, groups, levels), _group_table(pg_n, rank_n, groups, levels)
+
+
 # --------------------------------------------------------------------------- main
 def iter_stack_imputation(
     adata: AnnData,
@@ -226,6 +264,7 @@ def iter_stack_imputation(
     gene_groups: Sequence[int | None] = (10, 20, 50, None),
     graphs: Sequence[str] = ("section",),
     z_scale: float | None = None,
+    baseline: bool = True,
     allow_non_counts: bool = False,
     **options,
 ):
@@ -254,6 +293,8 @@ def iter_stack_imputation(
         ``"section"`` (per-level graphs, the paper) and/or ``"3d"``.
     z_scale
         Factor on z for the 3D graph (default: automatic, module docstring).
+    baseline
+        Also score the k-nearest-observed-neighbours baseline (``StackReport.baseline_x`` ...).
     """
     from napari_squint.api.squint import Squint
     from napari_squint.tasks.explain import counts_matrix
@@ -325,10 +366,12 @@ def iter_stack_imputation(
             pg_x[li] = _per_gene(true_x[sel], res["imputed"][sel])
             pg_n[li] = _per_gene(true_n[sel], res["imputed_nbr"][sel])
         idx_z = pd.Index(levels, name="z")
-        tab_x = pd.DataFrame({lab: np.nanmean(np.where(rank_x[None, :] <= k, pg_x, np.nan), axis=1)
-                              for lab, k in groups}, index=idx_z)
-        tab_n = pd.DataFrame({lab: np.nanmean(np.where(rank_n[None, :] <= k, pg_n, np.nan), axis=1)
-                              for lab, k in groups}, index=idx_z)
+        tab_x = _group_table(pg_x, rank_x, groups, levels)
+        tab_n = _group_table(pg_n, rank_n, groups, levels)
+        base_tabs = (None, None)
+        if baseline:
+            base_tabs = _baseline_tables(data, coords2, z, held, cells, lev_c, levels, rank_x, rank_n, groups,
+                                         k=model.config.graph.k)
         stats = {**_graph_stats(data.nbr, z), "train_seconds": train_s}
         if graph == "3d":
             stats["z_scale"] = zs
@@ -338,8 +381,10 @@ def iter_stack_imputation(
             per_gene_x=pd.DataFrame(pg_x, index=idx_z, columns=g_names),
             per_gene_nbr=pd.DataFrame(pg_n, index=idx_z, columns=g_names),
             n_heldout=pd.Series(np.bincount(lev_c, minlength=len(levels)), index=idx_z, name="n_heldout"),
-            graph=graph, graph_stats=stats, tokens=tokens, model=model)
+            graph=graph, graph_stats=stats, tokens=tokens, model=model,
+            baseline_x=base_tabs[0], baseline_x_nbr=base_tabs[1])
     params = {"z_key": z_key, "holdout_fraction": holdout_fraction, "seed": seed, "graphs": graphs,
+              "baseline": bool(baseline),
               "gene_groups": [lab for lab, _ in groups], "z_scale": zs, "n_levels": len(levels),
               "n_heldout": int(held.sum()), "config": cfg.to_dict()}
     yield ProgressEvent("done", message="stack report ready")
@@ -368,5 +413,6 @@ def write_stack_result(adata: AnnData, result: StackResult, *, token_key: str = 
     summary = pd.concat([rep.summary() for rep in result.reports.values()], ignore_index=True)
     stats = {g: rep.graph_stats for g, rep in result.reports.items()}
     record_uns(target, "stack", {k: v for k, v in result.params.items() if k != "config"},
-               summary=summary.astype({"group": str, "space": str, "graph": str}), graph_stats=stats)
+               summary=summary.astype({"group": str, "space": str, "graph": str, "method": str}),
+               graph_stats=stats)
     return target

@@ -126,13 +126,15 @@ def token_enrichment(adata: AnnData, *, condition_key: str, group, token_key: st
 
 
 def select_tokens(enrichment: pd.DataFrame, *, top_k: int = 5, method: str = "frequency", alpha: float = 0.05,
-                  min_cells: int = 10) -> list:
+                  min_cells: int = 10, min_log2_odds: float = 1.0) -> list:
     """The top-k tokens of the group.
 
     ``"frequency"``: the ``top_k`` most frequently assigned tokens in the
-    group (the paper). ``"enrichment"``: tokens with ``log2_odds_ratio > 0``,
-    ``qval < alpha`` and at least ``min_cells`` cells in the group, by
-    decreasing log2 odds ratio (then q-value).
+    group (the paper). ``"enrichment"``: tokens with ``log2_odds_ratio >=
+    min_log2_odds`` (default 1: odds at least doubled), ``qval < alpha`` and
+    at least ``min_cells`` cells in the group, by decreasing log2 odds ratio
+    (then q-value). Tokens used everywhere but slightly more in the group
+    (common in large data, where tiny shifts are significant) are left out.
 
     Raises
     ------
@@ -146,11 +148,12 @@ def select_tokens(enrichment: pd.DataFrame, *, top_k: int = 5, method: str = "fr
     if method == "frequency":
         df = enrichment[enrichment["n_group"] > 0].sort_values("rank_frequency")
         return df.index[:top_k].tolist()
-    ok = enrichment[(enrichment["log2_odds_ratio"] > 0) & (enrichment["qval"] < alpha)
+    ok = enrichment[(enrichment["log2_odds_ratio"] >= max(min_log2_odds, 0.0)) & (enrichment["qval"] < alpha)
                     & (enrichment["n_group"] >= min_cells)]
     if ok.empty:
-        raise ValueError(f"no token is enriched in the group (q < {alpha}, >= {min_cells} cells); "
-                         "lower min_cells, raise alpha or use method='frequency'")
+        raise ValueError(f"no token is enriched in the group (q < {alpha}, log2 odds ratio >= {min_log2_odds}, "
+                         f">= {min_cells} cells); lower min_cells or min_log2_odds, raise alpha, "
+                         "or use method='frequency'")
     ok = ok.sort_values(["log2_odds_ratio", "qval"], ascending=[False, True])
     return ok.index[:top_k].tolist()
 
@@ -306,6 +309,7 @@ def stratify(
     method: str = "frequency",
     alpha: float = 0.05,
     min_cells: int = 10,
+    min_log2_odds: float = 1.0,
     k: int | None = None,
     section_key: str | None = None,
     spatial_key: str | None = None,
@@ -329,7 +333,7 @@ def stratify(
     model
         A trained :class:`~napari_squint.api.squint.Squint`: gives the tokens
         when missing and the graph (its ``k``, section and spatial keys).
-    top_k, method, alpha, min_cells
+    top_k, method, alpha, min_cells, min_log2_odds
         See :func:`select_tokens`.
     k
         Neighbours of the graph (default: the model's ``k``, else 8).
@@ -356,7 +360,8 @@ def stratify(
     if spatial_key is None:
         spatial_key = model.spatial_key if model is not None else K.SPATIAL_KEY
     enrichment = token_enrichment(target, condition_key=condition_key, group=group, token_key=token_key)
-    top = select_tokens(enrichment, top_k=top_k, method=method, alpha=alpha, min_cells=min_cells)
+    top = select_tokens(enrichment, top_k=top_k, method=method, alpha=alpha, min_cells=min_cells,
+                        min_log2_odds=min_log2_odds)
     if method == "enrichment":
         enrichment = enrichment.sort_values(["log2_odds_ratio", "qval"], ascending=[False, True])
     nbr = neighbour_table(target, model=model, k=k, section_key=section_key, spatial_key=spatial_key)
@@ -367,7 +372,7 @@ def stratify(
                                          high=high, de_cell_type=de_cell_type, layer=layer)
     k_used = int(((nbr >= 0).sum(1)).mean())
     params = {"condition_key": condition_key, "group": str(group), "token_key": token_key, "top_k": top_k,
-              "method": method, "alpha": alpha, "min_cells": min_cells, "k": k if k is not None else
+              "method": method, "alpha": alpha, "min_cells": min_cells, "min_log2_odds": min_log2_odds, "k": k if k is not None else
               (model.config.graph.k if model is not None else 8), "section_key": section_key,
               "spatial_key": spatial_key, "cell_type_key": cell_type_key, "de_cell_type": de_cell_type,
               "low": low, "high": high, "layer": layer, "key_added": key_added}

@@ -53,6 +53,7 @@ __all__ = [
     "iter_train_cifm",
     "masked_loss",
     "reconstruct_tiled",
+    "replace_rows",
     "subgraph_batch",
 ]
 
@@ -89,6 +90,8 @@ class CifmConfig:
     mask_ratio: float = 0.05  #: fraction of cells removed per mini-batch (paper: 5 %)
     epochs: int = 20
     lr: float = 2e-3
+    lr_schedule: str = "cosine"  #: "cosine" (decay to lr_min_frac * lr over the call's epochs) or "constant"
+    lr_min_frac: float = 0.05
     weight_decay: float = 1e-5
     batch_size: int = 1024  #: core cells per mini-batch (whole tiles)
     halo_hops: int | None = None  #: halo around the core; None: exact receptive field (2 * layers)
@@ -121,6 +124,10 @@ class CifmConfig:
             raise ValueError(f"CIFM option mask_ratio must lie in (0, 1), got {self.mask_ratio!r}")
         if not float(self.lr) > 0:
             raise ValueError(f"CIFM option lr must be positive, got {self.lr!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"CIFM option lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if not 0.0 <= float(self.lr_min_frac) <= 1.0:
+            raise ValueError(f"CIFM option lr_min_frac must lie in [0, 1], got {self.lr_min_frac!r}")
         if self.halo_hops is not None and (isinstance(self.halo_hops, bool) or int(self.halo_hops) < 0):
             raise ValueError(f"CIFM option halo_hops must be a non-negative integer or None, got {self.halo_hops!r}")
         if self.max_neighbours is not None:
@@ -313,18 +320,46 @@ def subgraph_batch(
     hops
         Halo width in edges (the receptive field for exact outputs).
     x_override
-        Optional dense ``(n, g)`` expression used instead of ``graph.x_in``.
+        Optional ``(n, g)`` expression (dense or sparse) used instead of
+        ``graph.x_in``.
     """
     core = np.unique(np.asarray(core, dtype=np.int64))
     nodes = k_hop(graph.adj, core, hops)
     is_core = np.isin(nodes, core, assume_unique=True)
-    x = graph.x_in[nodes].toarray() if x_override is None else np.asarray(x_override[nodes], np.float32)
+    src = graph.x_in if x_override is None else x_override
+    x = src[nodes].toarray() if sp.issparse(src) else np.asarray(src[nodes], np.float32)
     return SubgraphBatch(
         nodes=nodes, core=is_core, x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         coords=torch.from_numpy(graph.coords[nodes].astype(np.float32)),
         edge_index=torch.from_numpy(induced_edge_index(graph.adj, nodes)),
         section=torch.from_numpy(graph.section[nodes]),
     )
+
+
+def replace_rows(x: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
+    """A copy of ``x`` whose ``rows`` are replaced by the dense ``values`` (kept sparse).
+
+    Parameters
+    ----------
+    x
+        ``(n, g)`` CSR matrix.
+    rows
+        ``(m,)`` unique row indices.
+    values
+        ``(m, g)`` new rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float32)
+    n, g = x.shape
+    if values.shape != (rows.size, g):
+        raise ValueError(f"values has shape {values.shape}; expected ({rows.size}, {g})")
+    keep = np.ones(n, dtype=np.float32)
+    keep[rows] = 0.0
+    base = sp.diags(keep) @ sp.csr_matrix(x, dtype=np.float32)
+    new = sp.csr_matrix((values.ravel(), (np.repeat(rows, g), np.tile(np.arange(g), rows.size))), shape=(n, g))
+    out = (base + new).tocsr()
+    out.eliminate_zeros()
+    return out
 
 
 def tile_batches(tile: np.ndarray, cells: np.ndarray, batch_size: int,
@@ -399,7 +434,10 @@ def iter_train_cifm(
     -------
     list of dict
         Per-epoch history (the generator's return value): ``epoch``, ``loss``
-        (mean balanced MSE of the masked cells), ``seconds``, ``cells_per_s``,
+        (mean balanced MSE of the masked cells), ``lr`` (last learning rate;
+        cosine decay over epochs ``start_epoch .. cfg.epochs`` unless
+        ``lr_schedule="constant"``), ``seconds`` (wall clock), ``cpu_seconds``
+        (process CPU time, all threads), ``cells_per_s``,
         ``n_masked``, ``mean_batch_nodes``.
     """
     torch.manual_seed(cfg.seed + start_epoch)
@@ -409,14 +447,29 @@ def iter_train_cifm(
     if optimizer is None:
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches_est = max(1, int(np.ceil(cells.size / cfg.batch_size)))
+    total_steps = max(1, n_batches_est * (cfg.epochs - start_epoch))
+    done = 0
+
+    def set_lr() -> float:
+        if cfg.lr_schedule == "constant":
+            lr = cfg.lr
+        else:
+            frac = min(done / total_steps, 1.0)
+            lr = cfg.lr * (cfg.lr_min_frac + (1 - cfg.lr_min_frac) * 0.5 * (1 + np.cos(np.pi * frac)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     history = []
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tot, n_steps, n_masked, n_nodes = 0.0, 0, 0, 0
         for step, core in enumerate(tile_batches(graph.tile, cells, cfg.batch_size, rng)):
             b = subgraph_batch(graph, core, hops)
             mask = _draw_mask(b.nodes.size, cfg.mask_ratio, b.core, rng)
+            lr = set_lr()
+            done += 1
             loss = _step_loss(module, b, mask, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -431,7 +484,8 @@ def iter_train_cifm(
             yield ProgressEvent("step", step=step + 1, total=n_batches_est, epoch=epoch + 1,
                                 n_epochs=cfg.epochs, metrics={"loss": val})
         dt = time.perf_counter() - t0
-        rec = {"epoch": epoch + 1, "loss": tot / max(n_steps, 1), "seconds": dt,
+        rec = {"epoch": epoch + 1, "loss": tot / max(n_steps, 1), "lr": lr if n_steps else float("nan"),
+               "seconds": dt, "cpu_seconds": time.process_time() - c0,
                "cells_per_s": cells.size / max(dt, 1e-9), "n_masked": n_masked,
                "mean_batch_nodes": n_nodes / max(n_steps, 1)}
         history.append(rec)
@@ -480,7 +534,7 @@ def reconstruct_tiled(
         ``(m,)`` cells to return (usually masked ones; an unmasked cell's
         output is its reconstruction with itself visible).
     x_override
-        Optional dense ``(n, g)`` expression replacing ``graph.x_in``.
+        Optional ``(n, g)`` expression (dense or CSR) replacing ``graph.x_in``.
 
     Returns
     -------
@@ -494,9 +548,7 @@ def reconstruct_tiled(
     pos = _positions(graph.n_cells, cells)
     for core in _chunks(graph, cells, cfg.infer_cells):
         b = subgraph_batch(graph, core, cfg.receptive_hops, x_override=x_override)
-        m = masked[b.nodes]
-        if m.all():
-            raise ValueError("every cell of a subgraph is masked: nothing is left to encode")
+        m = masked[b.nodes]  # may all be masked (deep inside a large region): decoded from e alone
         keep = torch.from_numpy(~m)
         ei = b.edge_index
         enc_edges, _ = subgraph(keep, ei, relabel_nodes=True, num_nodes=b.nodes.size)
