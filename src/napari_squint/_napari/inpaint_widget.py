@@ -45,10 +45,12 @@ def gene_values(counts, gene_index: int) -> np.ndarray:
     return np.asarray(col, dtype=np.float64).ravel()
 
 
-def score(adata, out, *, genes, layer, section_key, spatial_key, seed: int = 0) -> dict[str, dict]:
+def score(adata, out, *, genes, layer, section_key, spatial_key, seed: int = 0,
+          name: str = "SQuINT") -> dict[str, dict]:
     """Metrics of the imputed measured cells against their measurements, with the neighbourhood average beside.
 
-    Returns ``{"SQuINT": {...}, "neighbourhood average": {...}}`` (empty when fewer than 3 measured cells).
+    Returns ``{name: {...}, "neighbourhood average": {...}}`` (``name`` is the model's, ``"SQuINT"`` or
+    ``"CIFM"``; empty when fewer than 3 measured cells).
     """
     from napari_squint.metrics import evaluate_imputation, neighbourhood_average, reference_pca
 
@@ -68,7 +70,7 @@ def score(adata, out, *, genes, layer, section_key, spatial_key, seed: int = 0) 
     section = adata.obs[section_key].astype(str).to_numpy() if section_key and section_key in adata.obs else None
     base = neighbourhood_average(np.asarray(adata.obsm[spatial_key])[:, :2], counts, observed, targets,
                                  section=section)
-    return {"SQuINT": evaluate_imputation(true, pred, pca=pca, seed=seed),
+    return {name: evaluate_imputation(true, pred, pca=pca, seed=seed),
             "neighbourhood average": evaluate_imputation(true, base, pca=pca, seed=seed)}
 
 
@@ -145,7 +147,9 @@ class InpaintWidget(SquintDock):
         holdout = self.holdout_check.isChecked()
         method, fill_empty = self.method_combo.currentText(), self.fill_check.isChecked()
         adata, model = s.adata, s.model
-        opts = {k: v for k, v in s.train_options.items() if k != "epochs"}
+        kind = s.model_kind
+        name = "CIFM" if kind == "cifm" else "SQuINT"
+        opts = _retrain_options(model, s.train_options)
         epochs = self.epochs_spin.value()
         cached = s.cache.get("imputer")
 
@@ -153,12 +157,15 @@ class InpaintWidget(SquintDock):
             from napari_squint.train.events import ProgressEvent
 
             if holdout:
-                from napari_squint.api.squint import Squint
+                if kind == "cifm":
+                    from napari_squint.api.cifm import Cifm as Model
+                else:
+                    from napari_squint.api.squint import Squint as Model
 
                 yield ProgressEvent("prepare", message=f"training without the {int(mask.sum())} cells inside")
-                m = Squint(adata, section_key=model.section_key, spatial_key=model.spatial_key, layer=model.layer,
-                           genes=list(model.genes), holdout=mask, config=_copy_config(model.config),
-                           **{**opts, "epochs": epochs})
+                m = Model(adata, section_key=model.section_key, spatial_key=model.spatial_key, layer=model.layer,
+                          genes=list(model.genes), holdout=mask, config=_copy_config(model.config),
+                          **{**opts, "epochs": epochs})
                 yield from m.iter_train()
                 imputer = imp.Imputer(m, adata)
             else:
@@ -170,7 +177,7 @@ class InpaintWidget(SquintDock):
                                  fill_empty=fill_empty)
             yield ProgressEvent("metrics", message="scoring against the measured cells")
             metrics = score(adata, out, genes=list(m.genes), layer=model.layer, section_key=s.section_key,
-                            spatial_key=s.spatial_key)
+                            spatial_key=s.spatial_key, name=name)
             return out, metrics, imputer
 
         def done(result):
@@ -189,7 +196,7 @@ class InpaintWidget(SquintDock):
             self._show_metrics(holdout)
             created = int(out.obs[K.CREATED_KEY].sum())
             self.set_status(f"imputed {out.n_obs - created:,} cells" + (f" and {created:,} new cells" if created
-                                                                        else "") + f" ({method})")
+                                                                        else "") + f" ({method}, {name})")
             s.mark_changed("impute")
 
         return self.run_job(work, desc="in-painting", on_done=done, cancel_button=self.cancel_button)
@@ -280,6 +287,26 @@ class InpaintWidget(SquintDock):
 
 
 def _copy_config(config):
+    """A copy of a model's config (SquintConfig or CifmConfig), for a retrained model."""
+    from napari_squint.train.cifm_loop import CifmConfig
     from napari_squint.train.config import SquintConfig
 
-    return SquintConfig.from_dict(config.to_dict())
+    cls = CifmConfig if isinstance(config, CifmConfig) else SquintConfig
+    return cls.from_dict(config.to_dict())
+
+
+def _retrain_options(model, options: dict) -> dict:
+    """The form's training options that apply to ``model``'s kind, without ``epochs``.
+
+    The slide form may hold SQuINT options (``codebook_size``...) while the
+    session's model is a CIFM model: those are dropped rather than warned about.
+    """
+    opts = {k: v for k, v in options.items() if k != "epochs"}
+    if getattr(model, "kind", "squint") == "cifm":
+        from dataclasses import fields
+
+        from napari_squint.train.cifm_loop import CifmConfig
+
+        names = {f.name for f in fields(CifmConfig)}
+        opts = {k: v for k, v in opts.items() if k in names}
+    return opts

@@ -42,7 +42,8 @@ class Session:
     section_key, spatial_key, layer, genes
         How the slide is read by the engine.
     model
-        A trained or loaded :class:`~napari_squint.api.squint.Squint`, or None.
+        A trained or loaded :class:`~napari_squint.api.squint.Squint` or
+        :class:`~napari_squint.api.cifm.Cifm`, or None (see :attr:`model_kind`).
     regions
         Polygons drawn for the last imputation / perturbation
         (:class:`~napari_squint.io.geojson.Region`).
@@ -150,6 +151,13 @@ class Session:
         if self._prepared is None:
             self._prepared = self.model.prepare(self.adata)
         return self._prepared
+
+    @property
+    def model_kind(self) -> str | None:
+        """``"squint"``, ``"cifm"`` (no tokens; embeddings in obsm) or None when there is no model."""
+        if self.model is None:
+            return None
+        return str(getattr(self.model, "kind", "squint"))
 
     @property
     def has_tokens(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -21,6 +22,11 @@ from napari_squint.train.config import ModelConfig, TrainConfig
 NO_SECTION = "(none: one section)"
 COUNTS_X = "X"
 LAYOUT_LABELS = {"side by side": "side", "one at a time": "single"}
+#: model choice of the form -> model kind (``Squint.kind`` / ``Cifm.kind``)
+MODEL_LABELS = {"SQuINT": "squint", "CIFM": "cifm"}
+#: what a CIFM model gives instead of tokens
+CIFM_NO_TOKENS = (f"CIFM has no tokens: its microenvironment embedding is in obsm['{K.CIFM_EMB_KEY}'] "
+                  f"(cell embedding: obsm['{K.CIFM_CELL_EMB_KEY}'])")
 
 
 def list_tables(path: str | Path) -> list[str]:
@@ -89,6 +95,12 @@ class SlideModelWidget(SquintDock):
         # --- model
         form = self.group("Model")
         mc, tc = ModelConfig(), TrainConfig()
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(MODEL_LABELS))
+        self.model_combo.setToolTip("SQuINT: discrete niche tokens (codebook); CIFM: continuous microenvironment "
+                                    "embeddings, imputation and simulated injection, no tokens")
+        self.model_combo.currentTextChanged.connect(self._model_choice_changed)
+        form.addRow("model", self.model_combo)
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=tc.epochs)
         self.codebook_spin = QSpinBox(minimum=2, maximum=512, value=mc.codebook_size)
         self.heads_spin = QSpinBox(minimum=1, maximum=4, value=mc.heads)
@@ -115,6 +127,15 @@ class SlideModelWidget(SquintDock):
         form.addRow(self.save_button, self.dirty_label)
         self.finish_layout()
 
+    def model_choice(self) -> str:
+        """The kind of model the form trains: ``"squint"`` or ``"cifm"``."""
+        return MODEL_LABELS[self.model_combo.currentText()]
+
+    def _model_choice_changed(self, *_) -> None:
+        squint = self.model_choice() == "squint"
+        self.codebook_spin.setEnabled(squint)
+        self.heads_spin.setEnabled(squint)
+
     # ----------------------------------------------------------- session
     def refresh(self, what: str) -> None:
         s = self.session
@@ -138,9 +159,16 @@ class SlideModelWidget(SquintDock):
             hist = m.history[-1] if m.history else {}
             loss = f", last loss {hist['loss']:.3f}" if "loss" in hist else ""
             where = f" from {s.model_dir}" if s.model_dir else ""
-            self.model_label.setText(f"{len(m.genes)} genes, {len(m.sections)} sections, "
-                                     f"codebook {m.config.model.codebook_size}×{m.config.model.heads} heads, "
-                                     f"{len(m.history)} epochs{loss}{where}")
+            if s.model_kind == "cifm":
+                c = m.config
+                radius = f"radius {c.radius:g}" if c.radius is not None else f"radius {c.radius_factor:g}× median NN"
+                self.model_label.setText(f"CIFM: {len(m.genes)} genes, {len(m.sections)} sections, hidden {c.hidden}, "
+                                         f"latent {c.latent}, {c.layers} layers, {radius}, "
+                                         f"{len(m.history)} epochs{loss}{where} (no tokens)")
+            else:
+                self.model_label.setText(f"SQuINT: {len(m.genes)} genes, {len(m.sections)} sections, "
+                                         f"codebook {m.config.model.codebook_size}×{m.config.model.heads} heads, "
+                                         f"{len(m.history)} epochs{loss}{where}")
         else:
             self.model_label.setText("no model")
         self.dirty_label.setText("unsaved changes" if s.dirty else ("saved" if s.source.get("saved_to") else ""))
@@ -223,7 +251,12 @@ class SlideModelWidget(SquintDock):
 
     # ------------------------------------------------------------- model
     def options(self) -> dict:
-        """Training options from the form (the same names as the Python API and the CLI)."""
+        """Training options from the form (the same names as the Python API and the CLI).
+
+        The codebook options are SQuINT's only: a CIFM model gets ``epochs`` and ``device``.
+        """
+        if self.model_choice() == "cifm":
+            return {"epochs": self.epochs_spin.value(), "device": self.device_combo.currentText()}
         return {"epochs": self.epochs_spin.value(), "codebook_size": self.codebook_spin.value(),
                 "heads": self.heads_spin.value(), "device": self.device_combo.currentText()}
 
@@ -236,39 +269,72 @@ class SlideModelWidget(SquintDock):
         return {"section_key": s.section_key, "spatial_key": s.spatial_key, "layer": s.layer, "genes": s.genes}
 
     def train(self, **overrides):
-        """Train a new model on the slide (in a worker, with progress and cancel), then assign tokens."""
+        """Train a new model on the slide (in a worker, with progress and cancel).
+
+        The model is the form's choice (``model_combo``): SQuINT, after which
+        tokens are assigned, or CIFM, after which the microenvironment and cell
+        embeddings are written to ``obsm`` (CIFM has no tokens). ``overrides``
+        are further options of the model's config (``hidden=``, ``latent=``...).
+        """
         if not self.require_slide():
             return None
         settings = self._read_settings()
         opts = {**self.session.train_options, **overrides}
         adata = self.session.adata
+        kind = self.model_choice()
+        label = "CIFM" if kind == "cifm" else "SQuINT"
 
         def work():
-            from napari_squint.api.squint import Squint
             from napari_squint.train.events import ProgressEvent
 
             yield ProgressEvent("prepare", message="building the cell graph")
-            model = Squint(adata, **settings, **opts)
+            if kind == "cifm":
+                from napari_squint.api.cifm import Cifm
+
+                model = Cifm(adata, **settings, **opts)
+            else:
+                from napari_squint.api.squint import Squint
+
+                model = Squint(adata, **settings, **opts)
             yield from model.iter_train()
-            yield ProgressEvent("tokens", message="assigning tokens")
-            tokens = model.tokens(adata, copy=True)
-            return model, tokens
+            return (model, *(yield from _annotate(model, adata)))
 
         def event(ev):
             if ev.stage == "epoch":
                 self.set_status(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.metrics.get('loss', float('nan')):.3f}")
 
         def done(result):
-            model, tokens = result
-            self._adopt_tokens(tokens)
+            model, tokens, embedding = result
+            what = self._write(tokens, embedding)
             self.session.set_model(model)
-            self.session.mark_changed("tokens")
+            if what is not None:
+                self.session.mark_changed(what)
             last = model.history[-1] if model.history else {}
             self.set_status(f"trained {len(model.history)} epochs in {self.job.seconds:.1f} s"
-                            + (f", loss {last['loss']:.3f}" if "loss" in last else ""))
+                            + (f", loss {last['loss']:.3f}" if "loss" in last else "")
+                            + (f". {CIFM_NO_TOKENS}" if what == "embedding" else ""))
 
-        return self.run_job(work, desc="training SQuINT", on_done=done, on_event=event,
+        return self.run_job(work, desc=f"training {label}", on_done=done, on_event=event,
                             cancel_button=self.cancel_button)
+
+    def _write(self, tokens, embedding) -> str | None:
+        """Copy the tokens (SQuINT) or the embeddings (CIFM) into the slide; returns the session event to send."""
+        if tokens is not None:
+            self._adopt_tokens(tokens)
+            return "tokens"
+        if embedding is not None:
+            self._adopt_embedding(embedding)
+            return "embedding"
+        return None
+
+    def _adopt_embedding(self, embedded) -> None:
+        from napari_squint.api.cifm import EMBED_UNS
+
+        a = self.session.adata
+        for key in (K.CIFM_EMB_KEY, K.CIFM_CELL_EMB_KEY):
+            if key in embedded.obsm:
+                a.obsm[key] = np.asarray(embedded.obsm[key])
+        a.uns.setdefault(K.UNS_KEY, {})[EMBED_UNS] = embedded.uns.get(K.UNS_KEY, {}).get(EMBED_UNS, {})
 
     def _adopt_tokens(self, tokens) -> None:
         a = self.session.adata
@@ -280,30 +346,38 @@ class SlideModelWidget(SquintDock):
         a.uns.setdefault(K.UNS_KEY, {})["tokens"] = tokens.uns.get(K.UNS_KEY, {}).get("tokens", {})
 
     def _ask_load(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Load a SQuINT model folder")
+        path = QFileDialog.getExistingDirectory(self, "Load a SQuINT or CIFM model folder")
         if path:
             self.load_model(path)
 
     def load_model(self, path: str | Path):
-        """Load a saved model (in a worker) and assign tokens to the slide when one is open."""
+        """Load a saved SQuINT or CIFM model (in a worker).
+
+        With a slide open, a SQuINT model assigns tokens and a CIFM model
+        writes its embeddings to ``obsm`` (CIFM has no tokens).
+        """
         path = Path(path)
         adata = self.session.adata
         device = self.device_combo.currentText()
 
         def work():
-            from napari_squint.api.squint import Squint
+            from napari_squint.api.load import load_any
 
-            model = Squint.load(path, device=None if device == "auto" else device)
-            tokens = model.tokens(adata, copy=True) if adata is not None else None
-            return model, tokens
+            model = load_any(path, device=None if device == "auto" else device)
+            if adata is None:
+                return model, None, None
+            return (model, *(yield from _annotate(model, adata)))
 
         def done(result):
-            model, tokens = result
+            model, tokens, embedding = result
+            kind = getattr(model, "kind", "squint")
             self.session.set_model(model, model_dir=path, dirty=False)
-            if tokens is not None:
-                self._adopt_tokens(tokens)
-                self.session.mark_changed("tokens")
-            self.set_status(f"loaded {path.name}")
+            self.model_combo.setCurrentText({v: k for k, v in MODEL_LABELS.items()}[kind])
+            what = self._write(tokens, embedding)
+            if what is not None:
+                self.session.mark_changed(what)
+            label = "CIFM" if kind == "cifm" else "SQuINT"
+            self.set_status(f"loaded {label} model {path.name}" + (f". {CIFM_NO_TOKENS}" if kind == "cifm" else ""))
 
         return self.run_job(work, desc=f"loading {path.name}", on_done=done)
 
@@ -348,6 +422,20 @@ class SlideModelWidget(SquintDock):
             return None
         self.set_status(f"results saved to {out}")
         return out
+
+
+def _annotate(model, adata):
+    """Generator (ProgressEvents) returning ``(tokens, embedding)`` copies of ``adata``: one of them is None.
+
+    SQuINT assigns tokens; CIFM has none and writes its embeddings instead.
+    """
+    from napari_squint.train.events import ProgressEvent
+
+    if getattr(model, "kind", "squint") == "cifm":
+        yield ProgressEvent("embed", message="computing the microenvironment embedding (CIFM has no tokens)")
+        return None, model.embed(adata, copy=True)
+    yield ProgressEvent("tokens", message="assigning tokens")
+    return model.tokens(adata, copy=True), None
 
 
 def _devices() -> list[str]:

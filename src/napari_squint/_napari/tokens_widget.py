@@ -77,7 +77,10 @@ class TokensWidget(SquintDock):
     # ----------------------------------------------------------- session
     def refresh(self, what: str) -> None:
         s = self.session
-        self.assign_button.setEnabled(s.model is not None and not (self.job and self.job.running))
+        self.assign_button.setEnabled(s.model is not None and s.model_kind != "cifm"
+                                      and not (self.job and self.job.running))
+        if what == "model" and not s.has_tokens:
+            self.count_label.setText(_no_tokens_text(s))
         if what in ("tokens", "slide", "init"):
             self.summary = None
             self._fill_legend()
@@ -92,7 +95,7 @@ class TokensWidget(SquintDock):
         self.selected_token = None
         s = self.session
         if not s.has_tokens:
-            self.count_label.setText("no tokens yet: train or load a model")
+            self.count_label.setText(_no_tokens_text(s))
             self.legend.blockSignals(False)
             return
         tok = s.adata.obs[K.TOKEN_KEY]
@@ -117,6 +120,9 @@ class TokensWidget(SquintDock):
         """Run the model on every cell of the slide (worker) and colour by token."""
         if not self.require_model():
             return None
+        if self.session.model_kind == "cifm":
+            self.error(RuntimeError(_no_tokens_text(self.session)))
+            return None
         model, adata = self.session.model, self.session.adata
 
         def work():
@@ -135,7 +141,8 @@ class TokensWidget(SquintDock):
     def colour_by_token(self) -> None:
         """Colour every cell by its token (stable colours), highlighting the selected token if any."""
         if not self.session.has_tokens:
-            self.error(RuntimeError(f"no tokens: obs[{K.TOKEN_KEY!r}] is missing; train or load a model"))
+            self.error(RuntimeError(_no_tokens_text(self.session) if self.session.model_kind == "cifm" else
+                                    f"no tokens: obs[{K.TOKEN_KEY!r}] is missing; train or load a model"))
             return
         rgba, _, _ = token_colours(self.session.adata)
         if self.selected_token is not None:
@@ -242,6 +249,14 @@ class TokensWidget(SquintDock):
 
         self.dotplot.set_figure(plot_programme_dotplot(table))
         self.set_status(f"dot plot: {table['gene'].nunique()} genes × {table['token'].nunique()} tokens")
+
+
+def _no_tokens_text(session) -> str:
+    """Why there are no tokens: no model yet, or a CIFM model (which has none)."""
+    if session.model_kind == "cifm":
+        return (f"CIFM has no tokens: its microenvironment embedding is in obsm['{K.CIFM_EMB_KEY}']; "
+                "train a SQuINT model for tokens")
+    return "no tokens yet: train or load a model"
 
 
 def _fallback_markers(adata, token, *, layer=None, n: int = 10) -> str:

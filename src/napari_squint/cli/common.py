@@ -15,7 +15,7 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--table", default=None, help="SpatialData table name (when the .zarr holds several)")
     g.add_argument("--allow-non-counts", action="store_true", help="accept non-integer (normalised) values")
     g.add_argument("--backed", action="store_true",
-                   help="read an .h5ad lazily (counts stay on disk and are read chunk by chunk)")
+                   help="keep the counts on disk (.h5ad backed, or a lazy SpatialData .zarr table) and read them chunk by chunk")
 
 
 def section_key(args) -> str | None:
@@ -30,16 +30,7 @@ def read(args, path):
 
 
 def load_model(path, *, device=None):
-    """Load a SQuINT or CIFM model folder, whichever it holds."""
-    import json
-    from pathlib import Path
+    """Load a SQuINT or CIFM model folder, whichever it holds (:func:`napari_squint.api.load.load_any`)."""
+    from napari_squint.api.load import load_any
 
-    meta_file = Path(path) / K.CKPT_META
-    kind = json.loads(meta_file.read_text()).get("model", "squint") if meta_file.exists() else "squint"
-    if kind == "cifm":
-        from napari_squint.api.cifm import Cifm
-
-        return Cifm.load(path, device=device)
-    from napari_squint.api.squint import Squint
-
-    return Squint.load(path, device=device)
+    return load_any(path, device=device)

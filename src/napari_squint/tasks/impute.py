@@ -1,4 +1,4 @@
-"""In-painting: impute the cells inside polygons with a trained SQuINT model.
+"""In-painting: impute the cells inside polygons with a trained SQuINT (or CIFM) model.
 
 AnnData in, AnnData out. The cells inside the polygons are *targets*: their
 measured counts (if any) are never read; everything outside is observed.
@@ -38,6 +38,16 @@ a second on a CPU (``benchmarks/impute_speed.py``).
 Empty polygons (a tear, an unimaged area) are filled with new cells at the
 local density (:mod:`napari_squint.tasks.fill`), linked into the graph and
 imputed like any target; they are marked ``obs['squint_created']``.
+
+CIFM models (:class:`~napari_squint.api.cifm.Cifm`, ``model.kind == "cifm"``)
+go through the same class and the same output. Targets (and new cells) are
+removed from CIFM's radius graph and padded with its learnt embedding, then
+decoded (:meth:`~napari_squint.api.cifm.Cifm.impute_cells`, which the
+one-shot method equals). ``"infill"`` takes the rings on the radius graph
+(hops to an observed cell) and substitutes each ring's imputed profile before
+the next one. New cells join the radius graph of their section. CIFM has no
+tokens (``squint_token`` is -1), no microenvironment decoder head
+(``nbr_mode="sum"`` only) and no count dispersion (``substitute="mean"`` only).
 """
 
 from __future__ import annotations
@@ -132,13 +142,39 @@ def _rings(targets: np.ndarray, nbr: np.ndarray, observed: np.ndarray) -> np.nda
     return ring
 
 
+def _adj_rings(cells: np.ndarray, adj, observed: np.ndarray) -> np.ndarray:
+    """Hops from each target to the nearest observed cell on a sparse adjacency (CIFM's radius graph).
+
+    The same rule as :func:`_rings`: ``cells`` (t,) global indices, ``adj``
+    (N, N) CSR, ``observed`` (N,) bool; returns (t,) rings, 1 next to an
+    observed cell, ``max + 1`` for targets with no path to one.
+    """
+    known = np.asarray(observed, dtype=bool).copy()
+    ring = np.zeros(cells.size, dtype=np.int64)
+    sub = sp.csr_matrix(adj)[cells]
+    level = 0
+    while True:
+        todo = ring == 0
+        if not todo.any():
+            break
+        hit = todo & (np.asarray(sub @ known.astype(np.float32)).ravel() > 0)
+        if not hit.any():
+            break
+        level += 1
+        ring[hit] = level
+        known[cells[hit]] = True
+    ring[ring == 0] = level + 1
+    return ring
+
+
 class Imputer:
     """A trained model and one slide prepared once, for repeated imputation.
 
     Parameters
     ----------
     model
-        A trained :class:`~napari_squint.api.squint.Squint`.
+        A trained :class:`~napari_squint.api.squint.Squint` or
+        :class:`~napari_squint.api.cifm.Cifm`.
     adata
         The slide (never modified). It must hold the model's genes.
     align
@@ -158,6 +194,9 @@ class Imputer:
         self.model = model
         self.adata = adata
         self.align = align
+        #: ``"squint"`` or ``"cifm"``
+        self.kind = str(getattr(model, "kind", "squint"))
+        self._cifm_graph = None
         self.section_key = model.section_key if (model.section_key and model.section_key in adata.obs) else None
         self.spatial_key = model.spatial_key
         self.data: PreparedSlide = model.prepare(adata, align=align)
@@ -278,6 +317,9 @@ class Imputer:
             raise ValueError(f"nbr_mode={nbr_mode!r}: expected one of {NBR_MODES}")
         if substitute not in ("mean", "sample"):
             raise ValueError(f"substitute={substitute!r}: expected 'mean' or 'sample'")
+        if self.kind == "cifm":
+            return self._impute_targets_cifm(targets, method=method, nbr_mode=nbr_mode, created=created,
+                                             substitute=substitute)
         from napari_squint.tasks.fill import created_graph
 
         d = self.data
@@ -363,6 +405,97 @@ class Imputer:
             imputed_nbr = self._nbr_sum(all_t, t_nbr, imputed, target_global, n)
         out = {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": tokens, "rings": rings,
                "cells": all_t}
+        if n_new:
+            out.update(created_xy=np.concatenate(c_xy), created_section=np.asarray(c_sec, dtype=object),
+                       created_region=np.concatenate(c_reg))
+        return out
+
+    # ------------------------------------------------------------------ CIFM
+    def cifm_graph(self):
+        """CIFM's radius graph of the prepared slide (built once, kept for later calls)."""
+        if self._cifm_graph is None:
+            self._cifm_graph = self.model.graph_of(self.data)
+        return self._cifm_graph
+
+    def _impute_targets_cifm(self, targets, *, method: str, nbr_mode: str, created: list | None,
+                             substitute: str) -> dict:
+        """:meth:`impute_targets` for a CIFM model (same inputs and outputs; ``tokens`` are -1)."""
+        from napari_squint.api.cifm import counts_from_log
+        from napari_squint.data.prepare import GraphConfig
+        from napari_squint.tasks.fill import created_graph
+        from napari_squint.train.cifm_loop import build_graph, reconstruct_tiled, replace_rows
+
+        if nbr_mode != "sum":
+            raise ValueError(f"nbr_mode={nbr_mode!r}: CIFM has no microenvironment decoder head; use 'sum'")
+        if substitute != "mean":
+            raise ValueError(f"substitute={substitute!r}: CIFM has no count dispersion to sample from; use 'mean'")
+        model, cfg, d = self.model, self.model.config, self.data
+        n, g = d.n_cells, d.n_genes
+        targets = np.unique(np.asarray(targets, dtype=np.int64))
+        created = created or []
+        # ---- new cells: their kNN rows (for imputed_nbr, as in SQuINT) and their place in the radius graph ----
+        gc = GraphConfig()
+        c_xy, c_sec, c_batch, c_nbr, c_reg = [], [], [], [], []
+        offset = n
+        for ri, (new_xy, section, bid, idx, scale) in enumerate(created):
+            nb, _ = created_graph(d.coords[idx], idx, new_xy, first_new=offset, k=cfg.k, max_degree=d.nbr.shape[1],
+                                  scale=scale, n_rbf=gc.n_rbf, rbf_max=gc.rbf_max)
+            c_xy.append(new_xy)
+            c_sec += [section] * len(new_xy)
+            c_batch.append(np.full(len(new_xy), bid, dtype=np.int64))
+            c_nbr.append(nb)
+            c_reg.append(np.full(len(new_xy), ri, dtype=np.int64))
+            offset += len(new_xy)
+        n_new = offset - n
+        all_t = np.concatenate([targets, n + np.arange(n_new)])
+        if all_t.size == 0:
+            raise SlideError("nothing to impute: no cell inside the regions and no empty region to fill")
+        t_nbr = np.concatenate([d.nbr[targets]] + c_nbr) if n_new else d.nbr[targets]
+        target_global = np.zeros(n, dtype=bool)
+        target_global[targets] = True
+        is_t = np.zeros(n + n_new, dtype=bool)
+        is_t[all_t] = True
+        # read depth: the section median of observed cells for every target, as for SQuINT
+        sec_all = np.concatenate([self.section_labels.astype(object), np.asarray(c_sec, dtype=object)])
+        est = np.concatenate([self.library, np.zeros(n_new)])
+        for sec in np.unique(sec_all[is_t].astype(str)):
+            obs = (self.section_labels == sec) & ~target_global
+            ref = self.library[obs] if obs.any() else self.library[~target_global]
+            if ref.size == 0:
+                raise SlideError("every cell of the slide is a target: nothing is observed to impute from")
+            est[is_t & (sec_all.astype(str) == sec)] = float(np.median(ref))
+        # ---- the radius graph (new cells join their section's graph) ----
+        if n_new:
+            batch = np.concatenate([d.batch, np.concatenate(c_batch)])
+            uniq, section_id = np.unique(batch, return_inverse=True)
+            names = list(d.sections)
+            scales = {i: float(d.scales[names[int(b)]]) for i, b in enumerate(uniq)
+                      if int(b) < len(names) and names[int(b)] in d.scales}
+            x0 = sp.vstack([d.x_in, sp.csr_matrix((n_new, g), dtype=np.float32)]).tocsr()
+            graph = build_graph(x0, np.vstack([d.coords, np.concatenate(c_xy)]), section_id, cfg, scales=scales)
+        else:
+            graph = self.cifm_graph()
+        # ---- impute: all targets masked; infill unmasks ring by ring with the imputed profile ----
+        tt = all_t.size
+        imputed = np.zeros((tt, g))
+        if method == "oneshot":
+            rings = np.zeros(tt, dtype=np.int64)
+            order = [np.arange(tt)]
+        else:
+            rings = _adj_rings(all_t, graph.adj, ~is_t)
+            order = [np.flatnonzero(rings == r) for r in np.unique(rings)]
+        masked = is_t.copy()
+        x_cur = graph.x_in
+        for sel in order:
+            rows = all_t[sel]
+            rec = reconstruct_tiled(model.module, graph, masked, rows, cfg, model.device, x_override=x_cur)
+            imputed[sel] = counts_from_log(rec, est[rows])
+            if method == "infill":
+                x_cur = replace_rows(x_cur, rows, _log_norm(imputed[sel]))
+                masked[rows] = False
+        imputed_nbr = self._nbr_sum(all_t, t_nbr, imputed, target_global, n)
+        out = {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": np.full(tt, -1, dtype=np.int64),
+               "rings": rings, "cells": all_t}
         if n_new:
             out.update(created_xy=np.concatenate(c_xy), created_section=np.asarray(c_sec, dtype=object),
                        created_region=np.concatenate(c_reg))
@@ -465,7 +598,8 @@ class Imputer:
         out = self._to_anndata(res, targets, labels, empty, names, key_added)
         out.uns[K.UNS_KEY] = {"impute": {
             "params": {"method": method, "nbr_mode": nbr_mode, "fill_empty": fill_empty, "seed": seed,
-                       "key_added": key_added, "n_regions": len(names), "model_genes": len(self.model.genes)},
+                       "key_added": key_added, "n_regions": len(names), "model_genes": len(self.model.genes),
+                       "model_kind": self.kind},
             "n_cells": int(targets.size), "n_created": int(out.n_obs - targets.size),
             "seconds": time.perf_counter() - t0,
         }}
