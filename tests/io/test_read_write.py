@@ -51,3 +51,28 @@ def test_read_errors_name_the_fault(tmp_path, tissue):
     bad.write_text("a")
     with pytest.raises(SlideError, match="unsupported"):
         read_slide(bad)
+
+
+def test_spatialdata_backed_reads_counts_lazily_and_prepares_the_same(tmp_path, tissue):
+    import scipy.sparse as sp
+
+    from napari_squint.data.prepare import GraphConfig, prepare_slide
+
+    tissue = tissue.copy()
+    tissue.layers["counts"] = tissue.X.copy()
+    p = write_spatialdata(to_spatialdata(tissue, section_key="section"), tmp_path / "lazy.zarr")
+    lazy = read_slide(p, section_key="section", backed=True)
+    eager = read_slide(p, section_key="section")
+    # the counts stay on disk: a lazy (dask) array, not a matrix in memory
+    assert not isinstance(lazy.X, (np.ndarray, sp.spmatrix, sp.sparray)) and hasattr(lazy.X, "compute")
+    assert lazy.shape == eager.shape and (lazy.obs_names == eager.obs_names).all()
+    genes = tissue.var_names.tolist()[:25]
+    kw = dict(section_key="section", spatial_key="spatial", graph=GraphConfig(k=6, max_degree=12))
+    a, b = prepare_slide(lazy, genes, **kw), prepare_slide(eager, genes, **kw)
+    assert (a.counts != b.counts).nnz == 0 and (a.x_nbr != b.x_nbr).nnz == 0
+    np.testing.assert_array_equal(a.nbr, b.nbr)
+    # a counts layer is read lazily too, and a missing one is named
+    from_layer = read_slide(p, section_key="section", backed=True, layer="counts")
+    assert (prepare_slide(from_layer, genes, **kw).counts != b.counts).nnz == 0
+    with pytest.raises(SlideError, match="'raw'"):
+        read_slide(p, section_key="section", backed=True, layer="raw")

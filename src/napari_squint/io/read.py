@@ -44,7 +44,11 @@ def read_slide(
     spatial_key
         obsm key of coordinates (default ``"spatial"``).
     backed
-        Open an ``.h5ad`` in backed (read-only, lazy) mode.
+        Keep the counts on disk: an ``.h5ad`` opens in backed (read-only)
+        mode; for a SpatialData ``.zarr`` the table's ``X`` (or ``layer``) is
+        a lazy dask array over the store's chunks while obs, var, obsm and the
+        annotated shapes/points are read. Either way the engine reads counts
+        chunk by chunk (:func:`napari_squint.data.prepare.load_counts_chunked`).
 
     Returns
     -------
@@ -61,14 +65,15 @@ def read_slide(
         adata = ad.read_h5ad(path, backed="r" if backed else None)
         src = {"path": str(path), "format": "h5ad"}
     elif path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists():
-        adata, src = _read_spatialdata(path, table_key=table_key, spatial_key=spatial_key, section_key=section_key)
+        adata, src = _read_spatialdata(path, table_key=table_key, spatial_key=spatial_key, section_key=section_key,
+                                       lazy_layer=(layer or "X") if backed else None)
     else:
         raise SlideError(f"unsupported slide format {path.suffix!r} for {path}: use .h5ad or SpatialData .zarr")
-    if layer is not None:
+    if layer is not None and not (backed and src["format"] == "spatialdata"):  # lazy tables hold it in X
         if layer not in adata.layers:
             raise SlideError(f"counts layer {layer!r} not found in {path} (layers: {list(adata.layers)})")
-        if backed:
-            raise SlideError("layer= cannot be combined with backed=True; the counts must be in X")
+        if backed and src["format"] == "h5ad":
+            raise SlideError("layer= cannot be combined with backed=True for .h5ad; the counts must be in X")
         adata.X = adata.layers[layer]
     if spatial_key not in adata.obsm:
         raise SlideError(
@@ -80,22 +85,27 @@ def read_slide(
     return adata
 
 
-def _read_spatialdata(path: Path, *, table_key, spatial_key, section_key):
+def _read_spatialdata(path: Path, *, table_key, spatial_key, section_key, lazy_layer: str | None = None):
     import spatialdata as sd
     from spatialdata.models import get_table_keys
 
-    sdata = sd.read_zarr(path)
-    tables = list(sdata.tables.keys())
+    if lazy_layer is not None:
+        sdata = sd.read_zarr(path, selection=("shapes", "points"))
+        all_tables = _lazy_tables(path, lazy_layer)
+    else:
+        sdata = sd.read_zarr(path)
+        all_tables = sdata.tables
+    tables = list(all_tables.keys())
     if not tables:
         raise SlideError(f"SpatialData store {path} holds no table")
     if table_key is None:
         if len(tables) > 1:
             raise SlideError(f"SpatialData store {path} holds several tables {tables}: choose one with table_key=")
         table_key = tables[0]
-    if table_key not in sdata.tables:
+    if table_key not in all_tables:
         raise SlideError(f"table {table_key!r} not in {path} (tables: {tables})")
-    table = sdata.tables[table_key]
-    adata = table.copy()
+    table = all_tables[table_key]
+    adata = table if lazy_layer is not None else table.copy()
     src = {"path": str(path), "format": "spatialdata", "table": table_key}
     try:
         region, region_key, instance_key = get_table_keys(table)
@@ -124,6 +134,35 @@ def _read_spatialdata(path: Path, *, table_key, spatial_key, section_key):
     if section_key is None and region_key is not None and adata.obs[region_key].nunique() > 1:
         src["section_key"] = region_key
     return adata, src
+
+
+def _lazy_tables(path: Path, layer: str) -> dict[str, AnnData]:
+    """The store's tables with obs/var/obsm/uns in memory and the counts (``X`` or
+    ``layers[layer]``, placed in ``X``) as a lazy dask array over the zarr chunks."""
+    import zarr
+    from anndata.experimental import read_elem_lazy
+    from anndata.io import read_elem
+
+    root = zarr.open_group(str(path), mode="r")
+    if "tables" not in root:
+        return {}
+    out = {}
+    for name, g in root["tables"].groups():
+        if layer == "X":
+            if "X" not in g:
+                raise SlideError(f"table {name!r} in {path} has no X")
+            X = read_elem_lazy(g["X"])
+        else:
+            if "layers" not in g or layer not in g["layers"]:
+                raise SlideError(f"counts layer {layer!r} not found in table {name!r} of {path}")
+            X = read_elem_lazy(g["layers"][layer])
+        parts = {k: read_elem(g[k]) for k in ("obs", "var", "obsm", "uns") if k in g}
+        attrs = (parts.get("uns") or {}).get("spatialdata_attrs")
+        if attrs is not None and isinstance(attrs.get("region"), np.ndarray):  # zarr gives arrays, not lists
+            attrs["region"] = attrs["region"].tolist()
+        out[name] = AnnData(X=X, obs=parts.get("obs"), var=parts.get("var"), obsm=parts.get("obsm"),
+                            uns=parts.get("uns"))
+    return out
 
 
 def _element_xy(sdata, name: str) -> pd.DataFrame:
