@@ -113,3 +113,23 @@ def test_benchmark_cli_tiny(files):
     assert "SQuINT (infill)" in res["summary"]["X"]
     assert res["config"]["options"]["hidden"] == 16
     assert (out / "impute_patches.md").read_text().count("| neighbourhood average |") == 2
+
+
+def test_benchmark_cli_adds_a_cifm_row_in_the_same_run(files):
+    out = files["root"] / "bench_cifm"
+    rc = main(["benchmark", "impute", str(files["data"]), "--section", "section_0", "--seeds", "1", "--epochs", "1",
+               "--variants", "squint", "--methods", "oneshot", "--no-sample", "--out", str(out),
+               "--option", "hidden=16", "--option", "latent=8", "--option", "codebook_size=4",
+               "--option", "batch_size=256", "--option", "kmeans_cells=1000",
+               "--cifm", "--cifm-option", "epochs=1", "--cifm-option", "hidden=8", "--cifm-option", "latent=4"])
+    assert rc == 0
+    res = json.loads((out / "impute_patches.json").read_text())
+    for target in ("X", "X_nbr"):
+        assert {"CIFM", "SQuINT (oneshot)", "neighbourhood average"} <= set(res["summary"][target])
+        assert np.isfinite(res["summary"][target]["CIFM"]["pc_cell"]["mean"])
+    assert res["config"]["extra_methods"] == ["CIFM"]
+
+
+def test_benchmark_cli_cifm_option_needs_cifm(files, capsys):
+    rc = main(["benchmark", "impute", str(files["data"]), "--cifm-option", "epochs=1"])
+    assert rc == 2 and "--cifm-option needs --cifm" in capsys.readouterr().err

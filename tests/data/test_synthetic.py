@@ -259,3 +259,12 @@ def test_large_generation_stays_sparse():
     assert adata.X.shape == (200_000, 500)
     assert adata.X.nnz < 0.6 * 200_000 * 500
     assert np.asarray(adata.X.sum(axis=1)).min() >= 1
+
+
+def test_tile_sections_keeps_obsm_data_frames_aligned(tissue):
+    a = tissue.copy()
+    a.obsm["xyz"] = pd.DataFrame({"x": np.arange(a.n_obs), "z": 1.0}, index=a.obs_names)
+    t = tile_sections(a, 3)
+    assert t.n_obs == 3 * a.n_obs
+    assert (t.obsm["xyz"].index == t.obs_names).all()
+    np.testing.assert_array_equal(t.obsm["xyz"]["x"].to_numpy(), np.tile(np.arange(a.n_obs), 3))

@@ -27,6 +27,10 @@ def add_parser(sub) -> None:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra SQuINT option for every variant, e.g. --option heads=8 (repeatable)")
+    b.add_argument("--cifm", action="store_true",
+                   help="also train CIFM on the same held-out sites and score it in the same run (a 'CIFM' row)")
+    b.add_argument("--cifm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="CIFM option, e.g. --cifm-option epochs=30 --cifm-option mask_ratio=0.2 (repeatable)")
     b.add_argument("--out", default="benchmark_impute", help="output folder (default ./benchmark_impute)")
     common.add_slide_options(b)
     b.set_defaults(run=run)
@@ -44,6 +48,16 @@ def _value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _options(items, flag: str) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
 def run(args) -> int:
     from napari_squint.cli.progress import TerminalProgress
     from napari_squint.tasks.benchmark_impute import MODEL_VARIANTS, benchmark_impute, results_markdown, write_results
@@ -58,12 +72,15 @@ def run(args) -> int:
         if bad:
             raise ValueError(f"--variants: unknown {bad}; choose from {sorted(_VARIANTS)}")
         variants = {_VARIANTS[v]: MODEL_VARIANTS[_VARIANTS[v]] for v in names}
-    options = {}
-    for item in args.option:
-        if "=" not in item:
-            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        options[key.strip()] = _value(value.strip())
+    options = _options(args.option, "--option")
+    extra = {}
+    if args.cifm:
+        from napari_squint.api.cifm import make_benchmark_method
+
+        extra["CIFM"] = make_benchmark_method(section_key=common.section_key(args), spatial_key=args.spatial_key,
+                                              **_options(args.cifm_option, "--cifm-option"))
+    elif args.cifm_option:
+        raise ValueError("--cifm-option needs --cifm")
     if args.threads:
         options["num_threads"] = args.threads
     adata = common.read(args, args.data)
@@ -72,6 +89,7 @@ def run(args) -> int:
         adata, section=args.section, sites=args.sites, n_patches=args.patches, fraction=args.fraction,
         seeds=list(range(args.seeds)), sections=sections, epochs=args.epochs, variants=variants,
         impute_methods=[m.strip() for m in args.methods.split(",") if m.strip()], sampled=not args.no_sample,
+        extra_methods=extra,
         section_key=common.section_key(args), spatial_key=args.spatial_key, options=options,
         callback=TerminalProgress())
     stem = f"impute_{args.sites}"

@@ -328,6 +328,9 @@ def tile_sections(
     )
 
     obsm = {key: _tile_rows(value, n_copies) for key, value in adata.obsm.items()}
+    for key, value in obsm.items():
+        if isinstance(value, pd.DataFrame):  # obsm data frames must carry the new obs names
+            value.index = new_obs.index
     if spatial_key in adata.obsm and adata.n_obs:
         base = np.asarray(adata.obsm[spatial_key])
         extent = float(base[:, 0].max() - base[:, 0].min())

@@ -40,6 +40,8 @@ class TrainConfig:
     lambda_a: float = 0.1  #: adjacency BCE weight
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight
+    theta_init: str = "moments"  #: NB dispersion start: "moments" (under the mean profile) or "constant" (the module's)
+    theta_lr_scale: float = 10.0  #: learning-rate multiplier of the NB dispersions
     kmeans_cells: int = 20000  #: cells used for k-means initialisation
     batch_unknown_p: float = 0.1  #: chance a cell's section id is hidden (learns an "unknown slide" id)
     seed: int = 0

@@ -107,16 +107,21 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         disp = [p for n, p in core.named_parameters() if n.startswith("log_theta")]
         rest = [p for n, p in core.named_parameters() if not n.startswith("log_theta")]
         # dispersions get a 10x learning rate and no weight decay: they otherwise lag behind the decoder
-        optimizer = torch.optim.AdamW([{"params": rest}, {"params": disp, "lr": 10 * cfg.lr, "weight_decay": 0.0}],
+        optimizer = torch.optim.AdamW([{"params": rest}, {"params": disp, "lr": cfg.theta_lr_scale * cfg.lr, "weight_decay": 0.0}],
                                       lr=cfg.lr, weight_decay=cfg.weight_decay)
     if not bool(core.codebook.initted):
         yield ProgressEvent("kmeans", message="k-means initialisation of the codebook")
         init_codebook(module, data, cells, cfg, device)
         tot = np.asarray(data.x_nbr.sum(0)).ravel()  # all cells: identical on every rank
         props = tot / max(tot.sum(), 1.0)
-        core.init_from_data(torch.from_numpy(props).float().to(device),
-                            torch.from_numpy(moment_theta(data.x_nbr, props, cfg.seed)).float().to(device),
-                            torch.from_numpy(moment_theta(data.counts, props, cfg.seed)).float().to(device))
+        if cfg.theta_init == "moments":
+            core.init_from_data(torch.from_numpy(props).float().to(device),
+                                torch.from_numpy(moment_theta(data.x_nbr, props, cfg.seed)).float().to(device),
+                                torch.from_numpy(moment_theta(data.counts, props, cfg.seed)).float().to(device))
+        elif cfg.theta_init == "constant":
+            core.init_from_data(torch.from_numpy(props).float().to(device))
+        else:
+            raise ValueError(f"theta_init={cfg.theta_init!r}: expected 'moments' or 'constant'")
     history = [] if history is None else history
     use_amp = bool(cfg.amp) and device.type == "cuda"
     vocab = core.codebook.codebook_size
