@@ -12,12 +12,18 @@ from napari_squint.tasks.perturb import perturb, prototype_profile, select_cells
 
 
 @pytest.fixture(scope="module")
-def setup(tissue, trained_tiny):
-    """The session's tiny tissue and model; masks of T cells (to perturb) and macrophages (responders)."""
+def setup(tissue):
+    """The session's tiny tissue, a model trained on it for 10 epochs (seeded; the 3-epoch session model has barely
+    left the mean profile), and masks of T cells (to perturb) and macrophages (responders)."""
+    from napari_squint.api.squint import Squint
+
+    model = Squint(tissue, epochs=10, batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, seed=0,
+                   device="cpu")
+    model.train()
     ad = tissue.copy()
     ct = ad.obs["cell_type"].astype(str).to_numpy()
     first = (ad.obs["section"] == ad.obs["section"].cat.categories[0]).to_numpy()
-    return ad, trained_tiny, (ct == "T_cell") & first, ct == "Macrophage"
+    return ad, model, (ct == "T_cell") & first, ct == "Macrophage"
 
 
 def test_identity_perturbation_changes_nothing(setup):

@@ -64,7 +64,9 @@ def test_two_gloo_ranks_stay_identical_and_match_single_process(tmp_path):
     from napari_squint.data.synthetic import make_tissue
 
     adata = make_tissue(n_cells=2400, n_genes=40, n_sections=2, seed=1)
-    m = Squint(adata, epochs=2, batch_size=128, codebook_size=8, heads=2, latent=16, hidden=32, seed=0, device="cpu")
+    # two ranks of 128 seed cells make one optimiser step over 256 cells: the single process gets the same
+    # effective batch, hence the same number of steps per epoch
+    m = Squint(adata, epochs=2, batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, seed=0, device="cpu")
     m.train()
     single = m.reconstruction_report()
     dist_rec = json.loads((tmp_path / "rank0.json").read_text())["recon"]

@@ -35,7 +35,12 @@ class GraphConfig:
     max_degree: int = 16  #: width of the padded neighbour table
     n_rbf: int = 16  #: RBF centres of the distance covariates
     rbf_max: float = 4.0  #: largest centre, in median-NN units
-    tile_cells: int = 256  #: target cells per spatial tile (mini-batch unit)
+    #: target cells per spatial tile; a mini-batch is ~batch_size/tile_cells random tiles from across the slide.
+    #: Small tiles keep batches spatially diverse: with 256-cell tiles each batch covered one region, the decoder's
+    #: biases tracked each batch's local mean and the latents collapsed (synthetic 8,000 x 200: deviance explained
+    #: 0.00 -> 0.14; MERFISH 0.35 -> 0.55 with 8-cell tiles, 0.51 with 32), while seed-seed edges for the adjacency
+    #: loss remain inside tiles. Smaller tiles mean larger halos (slower steps on wide panels): 16 is the compromise.
+    tile_cells: int = 16
 
 
 @dataclass

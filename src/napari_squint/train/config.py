@@ -40,7 +40,10 @@ class TrainConfig:
     lambda_a: float = 0.1  #: adjacency BCE weight
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight
-    theta_init: str = "moments"  #: NB dispersion start: "moments" (under the mean profile) or "constant" (the module's)
+    #: NB dispersion start: "constant" (the module's theta = e^2 for X_nbr, e for X) or "moments" (method of moments
+    #: under the mean-profile model: absorbs all biological variation as over-dispersion, which flattens the
+    #: likelihood and let the latents collapse on the synthetic tissue)
+    theta_init: str = "constant"
     theta_lr_scale: float = 10.0  #: learning-rate multiplier of the NB dispersions
     kmeans_cells: int = 20000  #: cells used for k-means initialisation
     batch_unknown_p: float = 0.1  #: chance a cell's section id is hidden (learns an "unknown slide" id)
