@@ -286,6 +286,39 @@ class Imputer:
         cells = np.searchsorted(rows, seeds)
         return self.model.impute_cells(mini, masked[rows], cells=cells, library=est[rows])
 
+    def _created_rows(self, created: list, *, k: int, n_rbf: int, rbf_max: float):
+        """Graph rows of the cells created in empty regions, numbered after the slide's cells.
+
+        Returns lists (one entry per region) of coordinates, section names (flat), batch ids,
+        kNN rows, covariates and region indices.
+        """
+        from napari_squint.tasks.fill import created_graph
+
+        d = self.data
+        c_xy, c_sec, c_batch, c_nbr, c_cond, c_reg = [], [], [], [], [], []
+        offset = d.n_cells
+        for ri, (new_xy, section, bid, idx, scale) in enumerate(created):
+            nb, cond = created_graph(d.coords[idx], idx, new_xy, first_new=offset, k=k, max_degree=d.nbr.shape[1],
+                                     scale=scale, n_rbf=n_rbf, rbf_max=rbf_max)
+            c_xy.append(new_xy)
+            c_sec += [section] * len(new_xy)
+            c_batch.append(np.full(len(new_xy), bid, dtype=np.int64))
+            c_nbr.append(nb)
+            c_cond.append(cond)
+            c_reg.append(np.full(len(new_xy), ri, dtype=np.int64))
+            offset += len(new_xy)
+        return c_xy, c_sec, c_batch, c_nbr, c_cond, c_reg
+
+    def _all_targets(self, targets: np.ndarray, c_nbr: list):
+        """(number of created cells, all target ids, their kNN rows); an error when there is nothing to impute."""
+        d = self.data
+        n_new = int(sum(len(x) for x in c_nbr))
+        all_t = np.concatenate([targets, d.n_cells + np.arange(n_new)])
+        if all_t.size == 0:
+            raise SlideError("nothing to impute: no cell inside the regions and no empty region to fill")
+        t_nbr = np.concatenate([d.nbr[targets]] + c_nbr) if n_new else d.nbr[targets]
+        return n_new, all_t, t_nbr
+
     def impute_targets(self, targets: np.ndarray, *, method: str = DEFAULT_METHOD, nbr_mode: str = DEFAULT_NBR,
                        created: list | None = None, substitute: str = "mean", seed: int = 0) -> dict:
         """Impute existing cells ``targets`` (and new cells), the engine behind :meth:`impute`.
@@ -320,31 +353,16 @@ class Imputer:
         if self.kind == "cifm":
             return self._impute_targets_cifm(targets, method=method, nbr_mode=nbr_mode, created=created,
                                              substitute=substitute)
-        from napari_squint.tasks.fill import created_graph
 
         d = self.data
         n, g = d.n_cells, d.n_genes
         targets = np.unique(np.asarray(targets, dtype=np.int64))
         created = created or []
         # ---- virtual index space: existing cells 0..n-1, created cells n.. ----
-        c_xy, c_sec, c_batch, c_nbr, c_cond, c_reg = [], [], [], [], [], []
-        offset = n
         gc = self.model.config.graph
-        for ri, (new_xy, section, bid, idx, scale) in enumerate(created):
-            nb, cond = created_graph(d.coords[idx], idx, new_xy, first_new=offset, k=gc.k,
-                                     max_degree=d.nbr.shape[1], scale=scale, n_rbf=gc.n_rbf, rbf_max=gc.rbf_max)
-            c_xy.append(new_xy)
-            c_sec += [section] * len(new_xy)
-            c_batch.append(np.full(len(new_xy), bid, dtype=np.int64))
-            c_nbr.append(nb)
-            c_cond.append(cond)
-            c_reg.append(np.full(len(new_xy), ri, dtype=np.int64))
-            offset += len(new_xy)
-        n_new = offset - n
-        all_t = np.concatenate([targets, n + np.arange(n_new)])
-        if all_t.size == 0:
-            raise SlideError("nothing to impute: no cell inside the regions and no empty region to fill")
-        t_nbr = np.concatenate([d.nbr[targets]] + c_nbr) if n_new else d.nbr[targets]
+        c_xy, c_sec, c_batch, c_nbr, c_cond, c_reg = self._created_rows(created, k=gc.k, n_rbf=gc.n_rbf,
+                                                                         rbf_max=gc.rbf_max)
+        n_new, all_t, t_nbr = self._all_targets(targets, c_nbr)
         local = np.unique(np.concatenate([all_t, t_nbr[t_nbr >= 0]]))
         u = local.size
         pos_t = np.searchsorted(local, all_t)
@@ -422,7 +440,6 @@ class Imputer:
         """:meth:`impute_targets` for a CIFM model (same inputs and outputs; ``tokens`` are -1)."""
         from napari_squint.api.cifm import counts_from_log
         from napari_squint.data.prepare import GraphConfig
-        from napari_squint.tasks.fill import created_graph
         from napari_squint.train.cifm_loop import build_graph, reconstruct_tiled, replace_rows
 
         if nbr_mode != "sum":
@@ -435,22 +452,9 @@ class Imputer:
         created = created or []
         # ---- new cells: their kNN rows (for imputed_nbr, as in SQuINT) and their place in the radius graph ----
         gc = GraphConfig()
-        c_xy, c_sec, c_batch, c_nbr, c_reg = [], [], [], [], []
-        offset = n
-        for ri, (new_xy, section, bid, idx, scale) in enumerate(created):
-            nb, _ = created_graph(d.coords[idx], idx, new_xy, first_new=offset, k=cfg.k, max_degree=d.nbr.shape[1],
-                                  scale=scale, n_rbf=gc.n_rbf, rbf_max=gc.rbf_max)
-            c_xy.append(new_xy)
-            c_sec += [section] * len(new_xy)
-            c_batch.append(np.full(len(new_xy), bid, dtype=np.int64))
-            c_nbr.append(nb)
-            c_reg.append(np.full(len(new_xy), ri, dtype=np.int64))
-            offset += len(new_xy)
-        n_new = offset - n
-        all_t = np.concatenate([targets, n + np.arange(n_new)])
-        if all_t.size == 0:
-            raise SlideError("nothing to impute: no cell inside the regions and no empty region to fill")
-        t_nbr = np.concatenate([d.nbr[targets]] + c_nbr) if n_new else d.nbr[targets]
+        c_xy, c_sec, c_batch, c_nbr, _, c_reg = self._created_rows(created, k=cfg.k, n_rbf=gc.n_rbf,
+                                                                    rbf_max=gc.rbf_max)
+        n_new, all_t, t_nbr = self._all_targets(targets, c_nbr)
         target_global = np.zeros(n, dtype=bool)
         target_global[targets] = True
         is_t = np.zeros(n + n_new, dtype=bool)
