@@ -155,3 +155,14 @@ def test_cli_impute_runs_on_a_cifm_folder(folders, tissue, tmp_path):
     rc = main(["impute", str(folders["cifm"][1]), str(data), "--polygons", str(poly), "--out",
                str(tmp_path / "bad.h5ad"), "--nbr", "decoder"])
     assert rc == 2 and not (tmp_path / "bad.h5ad").exists()
+
+
+def test_cli_commands_that_need_tokens_refuse_a_cifm_folder_in_one_line(folders, tissue, tmp_path, capsys):
+    from napari_squint.cli.main import main
+    from napari_squint.io.write import write_h5ad
+
+    data = write_h5ad(tissue, tmp_path / "slide.h5ad")
+    rc = main(["tokens", str(folders["cifm"][1]), str(data), "--out", str(tmp_path / "t.h5ad")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "squint tokens: error:" in err and "token" in err.lower()
+    assert "Traceback" not in err and not (tmp_path / "t.h5ad").exists()

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (SlideError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (SlideError, FileNotFoundError, FileExistsError, ValueError, NotImplementedError) as err:
+        # NotImplementedError: an operation the chosen model does not offer (e.g. tokens of a CIFM model)
         print(f"squint {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
