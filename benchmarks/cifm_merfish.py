@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_squint.io.write import json_default
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
 
@@ -211,7 +213,7 @@ def _embeddings(out, model, adata, args, figs, plt) -> None:
 
 def _write(out: dict, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1, default=_json))
+    Path(path).write_text(json.dumps(out, indent=1, default=json_default))
     log(f"wrote {path}")
 
 
@@ -306,16 +308,6 @@ def _plot_injection(plt, inj, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _json(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("NAPARI_SQUINT_SYNC", "1")
 os.environ.setdefault("NAPARI_SQUINT_ON_CLOSE", "discard")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 MERFISH = Path(__file__).resolve().parents[3] / "shared" / "data" / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
@@ -86,6 +87,39 @@ def trained(slide_widget, tiny_model):
     tiny_model.tokens(session.adata)
     session.mark_changed("tokens")
     return slide_widget
+
+
+def _box(viewer, section: int, frac=(0.2, 0.7)):
+    """A rectangle over the middle of a section: world vertices and slide bounds (xa, ya, xb, yb)."""
+    from napari_squint._napari.layers import cell_layers
+
+    info = cell_layers(viewer)[section].metadata["squint_cells"]
+    x0, y0, x1, y1 = info["bounds"]
+    dy, dx = info["offset"]
+    a, b = frac
+    xa, xb = x0 + a * (x1 - x0), x0 + b * (x1 - x0)
+    ya, yb = y0 + a * (y1 - y0), y0 + b * (y1 - y0)
+    world = np.array([[ya + dy, xa + dx], [ya + dy, xb + dx], [yb + dy, xb + dx], [yb + dy, xa + dx]])
+    return world, (xa, ya, xb, yb)
+
+
+def _in_box(adata, section: str, bounds) -> np.ndarray:
+    """Cells of ``section`` strictly inside slide bounds (xa, ya, xb, yb)."""
+    x, y = np.asarray(adata.obsm["spatial"])[:, :2].T
+    xa, ya, xb, yb = bounds
+    return (adata.obs["section"].to_numpy() == section) & (x > xa) & (x < xb) & (y > ya) & (y < yb)
+
+
+@pytest.fixture
+def box():
+    """``box(viewer, section, frac=(0.2, 0.7))``: a rectangle over a section (world vertices, slide bounds)."""
+    return _box
+
+
+@pytest.fixture
+def in_box():
+    """``in_box(adata, section, bounds)``: the cells of a section inside slide bounds."""
+    return _in_box
 
 
 def pytest_configure(config):

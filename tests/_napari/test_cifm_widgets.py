@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from napari_squint import _constants as K
-from napari_squint._napari.layers import cell_layers
 
 CIFM_TINY = dict(hidden=16, latent=8, layers=1, batch_size=256, tile_cells=64, mask_ratio=0.25, device="cpu",
                  num_threads=1, seed=0)
@@ -36,24 +35,6 @@ def cifm_trained(slide_widget, tiny_cifm):
     tiny_cifm.embed(s.adata)
     s.mark_changed("embedding")
     return slide_widget
-
-
-def _box(viewer, section: int, frac=(0.3, 0.7)):
-    """A rectangle over the middle of a section: world vertices and slide bounds (xa, ya, xb, yb)."""
-    info = cell_layers(viewer)[section].metadata["squint_cells"]
-    x0, y0, x1, y1 = info["bounds"]
-    dy, dx = info["offset"]
-    a, b = frac
-    xa, xb = x0 + a * (x1 - x0), x0 + b * (x1 - x0)
-    ya, yb = y0 + a * (y1 - y0), y0 + b * (y1 - y0)
-    world = np.array([[ya + dy, xa + dx], [ya + dy, xb + dx], [yb + dy, xb + dx], [yb + dy, xa + dx]])
-    return world, (xa, ya, xb, yb)
-
-
-def _in_box(adata, section: str, bounds) -> np.ndarray:
-    x, y = np.asarray(adata.obsm["spatial"])[:, :2].T
-    xa, ya, xb, yb = bounds
-    return (adata.obs["section"].to_numpy() == section) & (x > xa) & (x < xb) & (y > ya) & (y < yb)
 
 
 # ------------------------------------------------------------------ slide & model dock
@@ -122,18 +103,18 @@ def test_tokens_dock_says_cifm_has_no_tokens(cifm_trained, viewer):
 
 
 # ------------------------------------------------------------------ in-painting
-def test_inpaint_a_polygon_with_cifm(cifm_trained, viewer):
+def test_inpaint_a_polygon_with_cifm(cifm_trained, viewer, box, in_box):
     from napari_squint._napari.inpaint_widget import InpaintWidget
 
     w = InpaintWidget(viewer)
     viewer.window.add_dock_widget(w, name="In-paint")
-    world, bounds = _box(viewer, 0, frac=(0.4, 0.6))
+    world, bounds = box(viewer, 0, frac=(0.4, 0.6))
     w.region.new_layer().add_polygons([world])
     w.impute()
     assert w.last_error is None, w.last_error
     out = w.output
     a = w.session.adata
-    inside = _in_box(a, "section_0", bounds)
+    inside = in_box(a, "section_0", bounds)
     assert inside.sum() >= 5
     assert set(out.obs_names) == set(a.obs_names[inside])
     g = len(w.session.model.genes)
@@ -216,7 +197,7 @@ def test_perturb_dock_offers_injection_with_cifm(cifm_trained, viewer):
     assert "CIFM has no tokens" in str(w.last_error)
 
 
-def test_inject_cells_from_the_perturb_widget(cifm_trained, viewer):
+def test_inject_cells_from_the_perturb_widget(cifm_trained, viewer, box, in_box):
     from napari_squint._napari.colours import DIM
     from napari_squint._napari.perturb_widget import (
         CHANGED_COLOUR,
@@ -229,7 +210,7 @@ def test_inject_cells_from_the_perturb_widget(cifm_trained, viewer):
     w = PerturbWidget(viewer)
     viewer.window.add_dock_widget(w, name="Perturb")
     a = w.session.adata
-    world, bounds = _box(viewer, 1)
+    world, bounds = box(viewer, 1, frac=(0.3, 0.7))
     w.region.new_layer().add_polygons([world])
     w.key_combo.setCurrentText("cell_type")
     cell_type = a.obs["cell_type"].astype(str).value_counts().index[1]

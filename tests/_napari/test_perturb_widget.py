@@ -17,31 +17,13 @@ def perturb_widget(trained, viewer):
     return w
 
 
-def _box(viewer, section: int, frac=(0.2, 0.7)):
-    """A rectangle over the middle of a section: world vertices and slide bounds."""
-    info = cell_layers(viewer)[section].metadata["squint_cells"]
-    x0, y0, x1, y1 = info["bounds"]
-    dy, dx = info["offset"]
-    a, b = frac
-    xa, xb = x0 + a * (x1 - x0), x0 + b * (x1 - x0)
-    ya, yb = y0 + a * (y1 - y0), y0 + b * (y1 - y0)
-    world = np.array([[ya + dy, xa + dx], [ya + dy, xb + dx], [yb + dy, xb + dx], [yb + dy, xa + dx]])
-    return world, (xa, ya, xb, yb)
-
-
-def _in_box(adata, section, bounds):
-    x, y = np.asarray(adata.obsm["spatial"])[:, :2].T
-    xa, ya, xb, yb = bounds
-    return (adata.obs["section"].to_numpy() == section) & (x > xa) & (x < xb) & (y > ya) & (y < yb)
-
-
-def test_perturb_a_polygon_region(perturb_widget, viewer):
+def test_perturb_a_polygon_region(perturb_widget, viewer, box, in_box):
     w = perturb_widget
     a = w.session.adata
-    world, bounds = _box(viewer, 1)
+    world, bounds = box(viewer, 1)
     shapes = w.region.new_layer()
     shapes.add_polygons([world])
-    inside = _in_box(a, "section_1", bounds)
+    inside = in_box(a, "section_1", bounds)
     replace = a.obs.loc[inside, "cell_type"].value_counts().index[0]
     w.key_combo.setCurrentText("cell_type")
     w.replace_combo.setCurrentText(replace)
@@ -75,10 +57,10 @@ def test_perturb_a_polygon_region(perturb_widget, viewer):
     assert w.session.regions[0].section == "section_1"
 
 
-def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, viewer):
+def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, viewer, box, in_box):
     w = perturb_widget
     a = w.session.adata
-    _, bounds = _box(viewer, 0)
+    _, bounds = box(viewer, 0)
     info = cell_layers(viewer)[0].metadata["squint_cells"]
     dy, dx = info["offset"]
     x0, y0, x1, y1 = info["bounds"]
@@ -89,7 +71,7 @@ def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, vie
     paint[int(np.ceil(ya - y0)) + 2:int(np.floor(yb - y0)) + 2, int(np.ceil(xa - x0)) + 2:int(np.floor(xb - x0)) + 2] = 1
     viewer.add_labels(paint, name="painted", translate=(y0 + dy - 2, x0 + dx - 2))
     w.region.combo.setCurrentText("painted")
-    inside = _in_box(a, "section_0", (np.ceil(xa - x0) + x0 + 0.5, np.ceil(ya - y0) + y0 + 0.5,
+    inside = in_box(a, "section_0", (np.ceil(xa - x0) + x0 + 0.5, np.ceil(ya - y0) + y0 + 0.5,
                                       np.floor(xb - x0) + x0 - 1.5, np.floor(yb - y0) + y0 - 1.5))
     replace = a.obs.loc[inside, "cell_type"].value_counts().index[0]
     w.replace_combo.setCurrentText(replace)

@@ -32,7 +32,7 @@ from napari_squint import _constants as K
 from napari_squint import __version__
 from napari_squint.data.genes import align_genes, select_genes
 from napari_squint.data.prepare import GraphConfig, PreparedSlide, prepare_slide
-from napari_squint.data.validate import SlideError
+from napari_squint.data.validate import SlideError, section_rows
 from napari_squint.models.cifm import CifmModule
 from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
 from napari_squint.train.cifm_loop import (
@@ -413,14 +413,7 @@ class Cifm:
             raise ValueError(f"coords must be a finite (m, 2) array, got shape {coords.shape}")
         sk = self.section_key if (self.section_key and self.section_key in adata.obs) else None
         labels = adata.obs[sk].astype(str).to_numpy() if sk else np.full(adata.n_obs, "all", dtype=object)
-        if section is None:
-            uniq = np.unique(labels)
-            if uniq.size != 1:
-                raise ValueError(f"pass section= (the slide has {uniq.size} sections)")
-            section = uniq[0]
-        rows = np.flatnonzero(labels == str(section))
-        if rows.size == 0:
-            raise ValueError(f"section {section!r} not found in obs[{sk!r}]")
+        section, rows = section_rows(labels, section, sk)
         data = self.prepare(adata[rows])
         keep = np.ones(rows.size, dtype=bool) if masked is None else ~np.asarray(masked, dtype=bool)[rows]
         m, n_keep = coords.shape[0], int(keep.sum())

@@ -142,3 +142,20 @@ def validate_slide(
     coords = check_coordinates(adata, spatial_key)
     sections = check_sections(adata, section_key, min_cells=k + 1)
     return counts, coords, sections
+
+
+def section_rows(labels: np.ndarray, section, key: str | None) -> tuple[str, np.ndarray]:
+    """Resolve ``section`` (``None``: the slide's only section) to its name and row indices.
+
+    ``labels`` (n,) holds each cell's section name; ``key`` is the obs column
+    they came from, named in the error when ``section`` is not among them.
+    """
+    if section is None:
+        uniq = np.unique(labels)
+        if uniq.size != 1:
+            raise ValueError(f"pass section= (the slide has {uniq.size} sections)")
+        section = uniq[0]
+    rows = np.flatnonzero(labels == str(section))
+    if rows.size == 0:
+        raise ValueError(f"section {section!r} not found in obs[{key!r}]")
+    return section, rows

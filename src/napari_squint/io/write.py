@@ -109,3 +109,14 @@ def write_spatialdata(sdata, path: str | Path, *, overwrite: bool = True) -> Pat
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def json_default(o):
+    """``json.dump(..., default=json_default)``: numpy scalars and arrays as Python numbers and lists, else str."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

@@ -53,6 +53,7 @@ from anndata import AnnData
 
 from napari_squint import _constants as K
 from napari_squint.data.validate import SlideError
+from napari_squint.io.write import json_default
 from napari_squint.train.events import ProgressEvent, drive
 
 __all__ = ["MODEL_VARIANTS", "benchmark_impute", "guided_average", "iter_benchmark_impute", "results_markdown",
@@ -379,7 +380,7 @@ def write_results(results: Mapping, out_dir: str | Path, *, stem: str = "impute_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix, text in ((".json", json.dumps(results, indent=1, default=_json_default)),
+    for suffix, text in ((".json", json.dumps(results, indent=1, default=json_default)),
                          (".md", results_markdown(results))):
         path = out_dir / f"{stem}{suffix}"
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
@@ -388,13 +389,3 @@ def write_results(results: Mapping, out_dir: str | Path, *, stem: str = "impute_
         os.replace(tmp, path)
         paths.append(path)
     return paths[0], paths[1]
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

@@ -123,23 +123,9 @@ def _rings(targets: np.ndarray, nbr: np.ndarray, observed: np.ndarray) -> np.nda
     (t,) int64 rings, 1 for targets next to an observed cell; targets with no
     path to an observed cell get ``max + 1`` (1 when no target is connected).
     """
-    known = observed.copy()
-    ring = np.zeros(targets.size, dtype=np.int64)
     nb = nbr[targets]
     valid = nb >= 0
-    level = 0
-    while True:
-        todo = ring == 0
-        if not todo.any():
-            break
-        hit = todo & (valid & known[np.maximum(nb, 0)]).any(1)
-        if not hit.any():
-            break
-        level += 1
-        ring[hit] = level
-        known[targets[hit]] = True
-    ring[ring == 0] = level + 1
-    return ring
+    return _ring_levels(targets, lambda known: (valid & known[np.maximum(nb, 0)]).any(1), observed)
 
 
 def _adj_rings(cells: np.ndarray, adj, observed: np.ndarray) -> np.ndarray:
@@ -149,15 +135,21 @@ def _adj_rings(cells: np.ndarray, adj, observed: np.ndarray) -> np.ndarray:
     (N, N) CSR, ``observed`` (N,) bool; returns (t,) rings, 1 next to an
     observed cell, ``max + 1`` for targets with no path to one.
     """
+    sub = sp.csr_matrix(adj)[cells]
+    return _ring_levels(cells, lambda known: np.asarray(sub @ known.astype(np.float32)).ravel() > 0, observed)
+
+
+def _ring_levels(cells: np.ndarray, touches, observed: np.ndarray) -> np.ndarray:
+    """Breadth-first rings: ``touches(known)`` (t,) says which of ``cells`` have an observed (or already
+    ringed) neighbour; each round rings those still unringed, which then count as known."""
     known = np.asarray(observed, dtype=bool).copy()
     ring = np.zeros(cells.size, dtype=np.int64)
-    sub = sp.csr_matrix(adj)[cells]
     level = 0
     while True:
         todo = ring == 0
         if not todo.any():
             break
-        hit = todo & (np.asarray(sub @ known.astype(np.float32)).ravel() > 0)
+        hit = todo & touches(known)
         if not hit.any():
             break
         level += 1

@@ -36,6 +36,7 @@ import pandas as pd
 from anndata import AnnData
 
 from napari_squint import _constants as K
+from napari_squint.data.validate import section_rows
 from napari_squint.tasks.cifm_eval import TypingClassifier
 from napari_squint.tasks.perturb import transition_tables
 from napari_squint.train.cifm_loop import build_graph, reconstruct_tiled
@@ -299,14 +300,7 @@ def iter_inject(
                     if section is not None and str(rsec) != str(section):
                         raise ValueError(f"region section {rsec!r} differs from section={section!r}")
                     section = str(rsec)
-    if section is None:
-        uniq = np.unique(sec_labels)
-        if uniq.size != 1:
-            raise ValueError(f"pass section= (the slide has {uniq.size} sections)")
-        section = uniq[0]
-    cells = np.flatnonzero(sec_labels == str(section))
-    if cells.size == 0:
-        raise ValueError(f"section {section!r} not found in obs[{sk!r}]")
+    section, cells = section_rows(sec_labels, section, sk)
     yield ProgressEvent("inject", message=f"injecting {n_cells} {cell_type} cells into {section}")
 
     sub = adata[cells]
