@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     from napari_squint.api.squint import Squint
     from napari_squint.data.synthetic import make_tissue
     from napari_squint.io.geojson import Region
-    from napari_squint.tasks.impute import Imputer
+    from napari_squint.tasks.impute import METHODS, Imputer
 
     t0 = time.perf_counter()
     adata = make_tissue(n_cells=args.cells, n_genes=args.genes, n_sections=1, seed=0)
@@ -67,15 +67,16 @@ def main(argv=None) -> dict:
     record = {"load_average": os.getloadavg(), "cells": adata.n_obs, "genes": adata.n_vars, "threads": args.threads,
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
               "seconds_make_tissue": t_make, "seconds_train_1_epoch": t_train, "seconds_prepare_once": t_prepare}
-    for method in ("infill", "oneshot"):
-        imputer.impute(regions=[region], method=method)  # warm-up
+    runs = [(m, "logmean") for m in METHODS] + [(m, "mean") for m in METHODS] + [("context", "sample")]
+    for method, draw in runs:
+        imputer.impute(regions=[region], method=method, draw=draw)  # warm-up
         times, cpu = [], []
         for _ in range(args.repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            out = imputer.impute(regions=[region], method=method)
+            out = imputer.impute(regions=[region], method=method, draw=draw)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-        record[method] = {"polygon_cells": int(out.n_obs), "rings": int(out.obs["squint_ring"].max()),
+        record[f"{method} {draw}"] = {"polygon_cells": int(out.n_obs), "rings": int(out.obs["squint_ring"].max()),
                           "median_s": float(np.median(times)), "times_s": [round(t, 4) for t in times],
                           "median_cpu_s": float(np.median(cpu)), "cpu_s": [round(t, 4) for t in cpu]}
     print(json.dumps(record, indent=1))

@@ -35,3 +35,8 @@ CKPT_WEIGHTS_PT = "weights.pt"
 CKPT_CONFIG = "config.json"
 CKPT_GENES = "genes.txt"
 CKPT_META = "meta.json"
+
+# --- imputation ---------------------------------------------------------------
+#: what an imputed profile is: expected counts ("mean"), counts whose log-normalisation is the expected
+#: log-normalised expression ("logmean"), or generated counts ("sample"); see tasks/impute.py
+DRAWS = ("mean", "logmean", "sample")

@@ -60,6 +60,18 @@ def test_impute_a_drawn_polygon(inpaint_widget, viewer):
     assert any(lyr.name.endswith(w.gene_combo.currentText()) for lyr in viewer.layers if OVERLAY_META in lyr.metadata)
 
 
+def test_generated_counts_are_a_choice(inpaint_widget, viewer):
+    w = inpaint_widget
+    world, _ = _square(viewer, 0)
+    w.region.new_layer().add_polygons([world])
+    w.draw_combo.setCurrentText("sample")
+    w.impute()
+    assert w.last_error is None, w.last_error
+    x = w.output.layers[K.IMPUTED_LAYER]
+    assert w.output.uns["squint"]["impute"]["params"]["draw"] == "sample"
+    assert np.all(x == np.round(x))  # generated counts are integers; expected counts are not
+
+
 def test_impute_an_empty_area_places_new_cells(inpaint_widget, viewer):
     w = inpaint_widget
     info = cell_layers(viewer)[1].metadata["squint_cells"]

@@ -59,3 +59,73 @@ def test_end_to_end_on_two_merfish_sections(merfish_path):
     assert stats["tokens_used"] > 50
     assert rec["model_nb_nll"] < 0.97 * rec["mean_profile_nb_nll"]
     assert rec["deviance_explained"] > 0.2
+
+
+def test_token_table_holds_the_training_tokens_and_survives_saving(trained_tiny, tissue, tmp_path):
+    import numpy as np
+    import torch
+
+    from napari_squint.api.squint import Squint
+
+    table = trained_tiny.module.token_codes.cpu().numpy()
+    used = trained_tiny.encode(trained_tiny.data)["codes"]
+    assert trained_tiny.has_code_head
+    assert {tuple(r) for r in table} == {tuple(r) for r in used}  # exactly the tokens training cells use
+    assert trained_tiny.meta["code_head"]["code_head_accuracy"] > 0
+    assert int(trained_tiny.module.token_counts.sum()) == trained_tiny.data.n_cells
+    back = Squint.load(trained_tiny.save(tmp_path / "m"))
+    assert torch.equal(back.module.token_codes.cpu(), trained_tiny.module.token_codes.cpu())
+    # a checkpoint saved before the head existed loads without it (imputation falls back to the nearest code)
+    from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state, config, genes, meta = load_checkpoint(tmp_path / "m")
+    old = {k: v for k, v in state.items() if not k.startswith("code_head.") and not k.startswith("token_")}
+    config["model"].pop("code_head", None)
+    save_checkpoint(tmp_path / "old", state_dict=old, config=config, genes=genes, meta=meta)
+    legacy = Squint.load(tmp_path / "old")
+    assert legacy.module.code_head is None and not legacy.has_code_head
+
+
+def test_impute_cells_mixture_and_draws(trained_tiny):
+    import numpy as np
+    import pytest
+
+    data = trained_tiny.data
+    masked = np.zeros(data.n_cells, bool)
+    masked[:30] = True
+    mean = trained_tiny.impute_cells(data, masked)
+    mix = trained_tiny.code_mixture(data, masked, np.arange(30), top=4)
+    np.testing.assert_allclose(mix["weights"].sum(1), 1.0, rtol=1e-5)
+    assert mix["candidates"].shape == (30, 4)
+    # the reported token is the most likely candidate, and the mean profile is the weighted mixture
+    np.testing.assert_array_equal(mean["tokens"], mix["candidates"][np.arange(30), mix["weights"].argmax(1)])
+    np.testing.assert_allclose(mean["imputed"].sum(1), mean["imputed"].sum(1)[0], rtol=1e-4)  # one library
+    s1 = trained_tiny.impute_cells(data, masked, draw="sample", seed=1)
+    s2 = trained_tiny.impute_cells(data, masked, draw="sample", seed=1)
+    np.testing.assert_array_equal(s1["imputed"], s2["imputed"])  # seeded
+    assert np.all(s1["imputed"] == np.round(s1["imputed"]))  # generated counts are integers
+    # every drawn token is one of the training tokens
+    table = {int(t) for t in trained_tiny.module.codebook.tokens(trained_tiny.module.token_codes).cpu().numpy()}
+    assert set(s1["tokens"].tolist()) <= table
+    with pytest.raises(ValueError, match="draw"):
+        trained_tiny.impute_cells(data, masked, draw="median")
+
+
+def test_impute_cells_logmean_uses_the_predictive_moments(trained_tiny):
+    import numpy as np
+
+    from napari_squint.nn.log_estimate import expected_log1p, moment_matched_theta
+
+    data = trained_tiny.data
+    masked = np.zeros(data.n_cells, bool)
+    masked[:30] = True
+    mean = trained_tiny.impute_cells(data, masked)
+    lm = trained_tiny.impute_cells(data, masked, draw="logmean")
+    np.testing.assert_allclose(lm["mean"], mean["imputed"])  # same prediction, another summary of it
+    theta_c, _ = trained_tiny.dispersions()
+    # the spread between the tokens of the mixture adds to the NB variance of each
+    assert np.all(lm["var"] >= lm["mean"] + lm["mean"] ** 2 / theta_c - 1e-6)
+    s = 1e4 / lm["library"][:, None]
+    want = expected_log1p(lm["mean"], moment_matched_theta(lm["mean"], lm["var"]), s)
+    np.testing.assert_allclose(np.log1p(s * lm["imputed"]), want, rtol=1e-6, atol=1e-9)
+    assert np.all(lm["imputed"] <= mean["imputed"] + 1e-9)

@@ -63,7 +63,7 @@ def test_impute_cli_writes_the_documented_layout(files):
     assert {"section", "squint_token", "squint_created", "squint_region", "squint_ring"} <= set(res.obs)
     assert res.obsm["spatial"].shape == (res.n_obs, 2)
     params = res.uns["squint"]["impute"]["params"]
-    assert params["method"] == "infill" and params["polygons"].endswith("regions.geojson")
+    assert params["method"] == "context" and params["polygons"].endswith("regions.geojson")
 
 
 def test_impute_cli_oneshot_and_errors(files, capsys):

@@ -85,6 +85,26 @@ def test_neighbourhood_average_rejects_bad_input(line):
         neighbourhood_average(coords, counts, observed.astype(int), [5])
 
 
+def test_neighbourhood_average_in_log_space_hand_computed():
+    # two observed neighbours of cell 2: (1, 3) and (2, 2) counts; libraries 4 and 4
+    coords = np.array([[0.0], [1.0], [2.0], [10.0]])
+    counts = np.array([[1.0, 3.0], [2.0, 2.0], [50.0, 50.0], [0.0, 8.0]])
+    observed = np.array([True, True, False, True])
+    out = neighbourhood_average(coords, counts, observed, [2], k=2, space="log")
+    mean_log = (np.log1p(np.array([1.0, 3.0]) / 4 * 1e4) + np.log1p(np.array([2.0, 2.0]) / 4 * 1e4)) / 2
+    np.testing.assert_allclose(out, [np.expm1(mean_log) * 4 / 1e4])
+    # one neighbour: its own counts come back, whatever the space
+    np.testing.assert_allclose(neighbourhood_average(coords, counts, observed, [2], k=1, space="log"),
+                               counts[[1]])
+    # averaging logs shrinks a gene that only one neighbour expresses more than averaging counts does
+    sparse = np.array([[0.0, 4.0], [4.0, 0.0], [9.0, 9.0], [1.0, 1.0]])
+    lin = neighbourhood_average(coords, sparse, observed, [2], k=2)
+    lg = neighbourhood_average(coords, sparse, observed, [2], k=2, space="log")
+    assert np.all(lg < lin)
+    with pytest.raises(ValueError, match="space"):
+        neighbourhood_average(coords, counts, observed, [2], k=2, space="sqrt")
+
+
 def test_ring_infill_fills_outer_ring_first_on_a_chain():
     # chain 0..7, cells 0-2 observed with counts 0, 1, 2; cells 3-7 held out (truth 99).
     # k=2 graph: cell 3 touches observed cell 2 (ring 1), cell 4 only touches 3 (ring 2).

@@ -67,3 +67,17 @@ def test_batch_edges_point_to_seeds(tissue):
     # positive pairs are true graph edges
     for i, j in b.pos_edges.T.tolist():
         assert seeds[j] in data.nbr[seeds[i]]
+
+
+def test_code_head_shapes_and_switch(tissue):
+    data = _data(tissue)
+    cfg = ModelConfig(hidden=32, latent=16, codebook_size=8, heads=2)
+    mod = SquintModule(data.n_genes, len(data.sections), 8, cfg).eval()
+    assert mod.code_logits(torch.randn(5, 16)).shape == (5, 2, 8)
+    masked = np.zeros(data.n_cells, bool)
+    masked[:40] = True
+    out = mod(make_batch(data, np.arange(100), masked=masked))
+    assert "code_ce" not in out  # the head is fitted after training, not by the training loss
+    off = SquintModule(data.n_genes, len(data.sections), 8,
+                       ModelConfig(hidden=32, latent=16, codebook_size=8, heads=2, code_head=False))
+    assert off.code_head is None and off.token_codes.shape == (0, 2)

@@ -37,11 +37,12 @@ def results(small_tissue):
 def test_every_method_and_metric_is_scored(results):
     x_rows = set(results["summary"]["X"])
     n_rows = set(results["summary"]["X_nbr"])
-    base = {"mean profile", "neighbourhood average", "ring infill", "constant"}
-    squint = {"SQuINT (infill)", "SQuINT (oneshot)", "SQuINT (infill) NB sample",
-              "SQuINT-guided neighbour average", "SQuINT w/o C (infill)"}
+    base = {"mean profile", "neighbourhood average", "neighbourhood average (log space)", "ring infill", "constant"}
+    squint = {"SQuINT (context)", "SQuINT (infill)", "SQuINT (oneshot)", "SQuINT (context) sample",
+              "SQuINT (context) logmean",
+              "SQuINT-guided neighbour average", "SQuINT w/o C (context)"}
     assert base | squint <= x_rows
-    assert base | squint | {"SQuINT (infill) Σ", "SQuINT (oneshot) Σ"} <= n_rows
+    assert base | squint | {"SQuINT (context) Σ", "SQuINT (infill) Σ", "SQuINT (oneshot) Σ"} <= n_rows
     for target in ("X", "X_nbr"):
         for method, summary in results["summary"][target].items():
             assert set(summary) == {"pc_cell", "pc_gene", "mmd", "energy"}, method

@@ -83,7 +83,7 @@ def test_impute_fills_empty_regions(torn, tiny_model):
 
     adata, region, n_removed = torn
     imputer = Imputer(tiny_model, adata)
-    out = imputer.impute(regions=[region], seed=0)
+    out = imputer.impute(regions=[region], seed=0, method="infill")
     assert out.obs["squint_created"].all()
     assert abs(out.n_obs - n_removed) <= 0.2 * n_removed
     assert out.obs_names.is_unique and out.obs_names[0] == "tear_new0"
@@ -110,3 +110,22 @@ def test_fill_and_impute_together(torn, tiny_model, make_disc):
     assert (~created).sum() == 30 and created.sum() > 0
     assert (out.obs["squint_region"][~created] == "patch").all()
     assert (out.obs["squint_region"][created] == "tear").all()
+
+
+def test_context_method_fills_empty_regions_from_observed_cells(torn, tiny_model, make_disc):
+    from napari_squint.tasks.impute import Imputer
+
+    adata, tear, _ = torn
+    other = make_disc(adata, "section_1", 30, name="patch")
+    imputer = Imputer(tiny_model, adata)
+    out = imputer.impute(regions=[other, tear], method="context")
+    created = out.obs["squint_created"].to_numpy()
+    assert (~created).sum() == 30 and created.sum() > 0
+    assert (out.layers["imputed"].sum(1) > 0).all() and (out.obs["squint_ring"] == 0).all()
+    # the context of a created cell is the nearest observed cells of its own section
+    sec = np.asarray(["section_1"] * 30 + ["section_0"] * int(created.sum()), dtype=object)
+    ctx = imputer._observed_context(out.obsm["spatial"], sec, np.flatnonzero(np.isin(adata.obs_names, out.obs_names)),
+                                    k=8, width=16)
+    labels = adata.obs["section"].astype(str).to_numpy()
+    assert (labels[ctx[created][:, :8]] == "section_0").all() and (ctx[:, 8:] == -1).all()
+    assert not np.isin(ctx, np.flatnonzero(np.isin(adata.obs_names, out.obs_names))).any()

@@ -36,17 +36,20 @@ def test_output_layout(imputer, region, small_tissue, tiny_model):
     assert out.obs["squint_token"].dtype.name == "category"
     assert not out.obs["squint_created"].any()
     assert (out.obs["squint_region"] == "hole").all()
-    assert out.obs["squint_ring"].min() == 1
+    assert (out.obs["squint_ring"] == 0).all()  # the default (context) method has no rings
     # X holds the measured counts of the model genes
     assert np.allclose(out.X.toarray(), small_tissue[inside, tiny_model.genes].X.toarray())
-    # a target's library is the median library of the observed cells of its section
+    # a target's library is the median library of the observed cells of its section (expected counts add up
+    # to it; the default log-space estimate stays below it, Jensen)
     lib = np.asarray(small_tissue.X.sum(1)).ravel()
     obs = (small_tissue.obs["section"] == "section_1").to_numpy() & ~inside
-    assert np.allclose(out.layers["imputed"].sum(1), np.median(lib[obs]), rtol=1e-4)
+    expected = imputer.impute(regions=[region], draw="mean")
+    assert np.allclose(expected.layers["imputed"].sum(1), np.median(lib[obs]), rtol=1e-4)
+    assert (out.layers["imputed"].sum(1) < np.median(lib[obs])).all()
     # the microenvironment is larger than the cell
     assert (out.layers["imputed_nbr"].sum(1) > out.layers["imputed"].sum(1)).all()
     params = out.uns["squint"]["impute"]["params"]
-    assert params["method"] == "infill" and params["key_added"] == "imputed"
+    assert params["method"] == "context" and params["key_added"] == "imputed" and params["draw"] == "logmean"
 
 
 def test_mask_equals_regions_and_function_equals_class(imputer, region, tiny_model, small_tissue):
@@ -126,7 +129,7 @@ class NeighbourMeanModel:
     def prepare(self, adata, align=False):
         return self._model.prepare(adata, align=align)
 
-    def impute_cells(self, data, masked, *, cells=None, library=None):
+    def impute_cells(self, data, masked, *, cells=None, library=None, draw="mean", seed=0):
         x = np.expm1(data.x_in.toarray())
         out = np.zeros((len(cells), data.n_genes))
         seen = np.zeros(len(cells), dtype=np.int64)
@@ -142,8 +145,8 @@ class NeighbourMeanModel:
 
 def test_infill_propagates_imputed_rings_inwards(tiny_model, small_tissue, region):
     imp = Imputer(NeighbourMeanModel(tiny_model), small_tissue)
-    inf = imp.impute(regions=[region], method="infill", nbr_mode="decoder")
-    one = imp.impute(regions=[region], method="oneshot", nbr_mode="decoder")
+    inf = imp.impute(regions=[region], method="infill", nbr_mode="decoder", draw="mean")
+    one = imp.impute(regions=[region], method="oneshot", nbr_mode="decoder", draw="mean")
     ring = inf.obs["squint_ring"].to_numpy()
     filled = inf.layers["imputed"].sum(1) > 0
     assert filled.all()  # every ring saw imputed (unmasked) neighbours
@@ -153,7 +156,7 @@ def test_infill_propagates_imputed_rings_inwards(tiny_model, small_tissue, regio
 
 
 def test_nbr_sum_uses_measured_neighbours(imputer, region, small_tissue):
-    out = imputer.impute(regions=[region], nbr_mode="sum")
+    out = imputer.impute(regions=[region], nbr_mode="sum", draw="mean")  # logmean: see the test at the end
     from napari_squint.metrics import nbr_profile
 
     d = imputer.data
@@ -209,3 +212,69 @@ def test_sampled_substitution_is_seeded(imputer, region):
     assert np.array_equal(a["imputed"], b["imputed"])
     with pytest.raises(ValueError, match="substitute"):
         imputer.impute_targets(targets, substitute="median")
+
+
+def test_draw_sample_gives_seeded_generated_counts(imputer, region):
+    mean = imputer.impute(regions=[region])
+    a = imputer.impute(regions=[region], draw="sample", seed=4)
+    b = imputer.impute(regions=[region], draw="sample", seed=4)
+    np.testing.assert_array_equal(a.layers["imputed"], b.layers["imputed"])
+    assert np.all(a.layers["imputed"] == np.round(a.layers["imputed"]))
+    assert not np.allclose(a.layers["imputed"], mean.layers["imputed"])
+    assert a.uns["squint"]["impute"]["params"]["draw"] == "sample"
+    with pytest.raises(ValueError, match="draw"):
+        imputer.impute(regions=[region], draw="mode")
+
+
+def test_context_reads_each_targets_nearest_observed_cells(tiny_model, small_tissue, region):
+    from scipy.spatial import cKDTree
+
+    imp = Imputer(NeighbourMeanModel(tiny_model), small_tissue)
+    out = imp.impute(regions=[region], method="context", nbr_mode="decoder", draw="mean")
+    one = imp.impute(regions=[region], method="oneshot", nbr_mode="decoder", draw="mean")
+    d = imp.data
+    targets = np.flatnonzero(np.isin(d.obs_names.astype(str), out.obs_names))
+    # every target, however deep, sees only observed cells: its k nearest ones of its section
+    assert (out.obs["squint_token"].astype(int).to_numpy() == tiny_model.config.graph.k).all()
+    assert (one.obs["squint_token"].astype(int).to_numpy() == 0).any()  # the graph leaves deep cells blind
+    sec = small_tissue.obs["section"].astype(str).to_numpy()
+    pool = np.flatnonzero((sec == "section_1") & ~np.isin(np.arange(d.n_cells), targets))
+    _, nn = cKDTree(d.coords[pool]).query(d.coords[targets], k=tiny_model.config.graph.k)
+    expected = np.expm1(d.x_in.toarray())[pool[nn]].mean(1)
+    order = np.argsort(targets)
+    np.testing.assert_allclose(out.layers["imputed"], expected[order], rtol=1e-5, atol=1e-5)
+    assert out.obs["squint_ring"].eq(0).all()
+    # microenvironments (Σ) still follow the slide's graph, whatever context the model read
+    from napari_squint.metrics import nbr_profile
+
+    ctx = imp.impute(regions=[region], method="context", nbr_mode="sum", draw="mean")
+    idx = d.obs_names.get_indexer(ctx.obs_names)
+    held = np.zeros(d.n_cells, dtype=bool)
+    held[idx] = True
+    est = np.zeros((d.n_cells, d.n_genes))
+    est[idx] = ctx.layers["imputed"]
+    np.testing.assert_allclose(ctx.layers["imputed_nbr"], nbr_profile(d.counts, est, held, d.nbr, idx), rtol=1e-4)
+
+
+def test_logmean_is_the_log_space_estimate_of_the_same_prediction(imputer, region, small_tissue):
+    from napari_squint.metrics import nbr_profile
+
+    mean = imputer.impute(regions=[region], draw="mean", nbr_mode="sum")
+    lm = imputer.impute(regions=[region], draw="logmean", nbr_mode="sum")
+    again = imputer.impute(regions=[region], draw="logmean", nbr_mode="sum")
+    np.testing.assert_array_equal(lm.layers["imputed"], again.layers["imputed"])  # deterministic
+    assert list(lm.obs["squint_token"]) == list(mean.obs["squint_token"])  # same tokens as the mean
+    x, x_mean = lm.layers["imputed"], mean.layers["imputed"]
+    # Jensen: expm1(E[log1p(sY)]) / s <= E[Y], strictly for every expressed gene
+    assert np.all(x <= x_mean + 1e-9)
+    assert np.all(x[x_mean > 0.05] < x_mean[x_mean > 0.05])
+    assert np.all(x >= 0)
+    # microenvironments hold the measured counts of their observed members, plus a non-negative estimate
+    d = imputer.data
+    idx = d.obs_names.get_indexer(lm.obs_names)
+    held = np.zeros(d.n_cells, dtype=bool)
+    held[idx] = True
+    measured_part = nbr_profile(d.counts, np.zeros((idx.size, d.n_genes)), held, d.nbr, idx)
+    assert np.all(lm.layers["imputed_nbr"] >= measured_part - 1e-9)
+    assert (lm.layers["imputed_nbr"] > measured_part + 1e-6).any()
+    assert lm.uns["squint"]["impute"]["params"]["draw"] == "logmean"

@@ -84,12 +84,21 @@ class InpaintWidget(SquintDock):
         form.addRow("layer", self.region)
         self.method_combo = QComboBox()
         imp = _impute()
-        methods = list(imp.METHODS) if imp else ["infill", "oneshot"]
+        methods = list(imp.METHODS) if imp else ["context", "infill", "oneshot"]
         self.method_combo.addItems(methods)
         if imp:
             self.method_combo.setCurrentText(imp.DEFAULT_METHOD)
-        self.method_combo.setToolTip("infill: from the boundary inwards, ring by ring; oneshot: the paper's single pass")
+        self.method_combo.setToolTip("context: each cell read against its nearest measured cells; infill: from the "
+                                     "boundary inwards, ring by ring; oneshot: the paper's single pass")
         form.addRow("method", self.method_combo)
+        self.draw_combo = QComboBox()
+        self.draw_combo.addItems(list(imp.DRAWS) if imp else ["mean", "logmean", "sample"])
+        if imp:
+            self.draw_combo.setCurrentText(imp.DEFAULT_DRAW)
+        self.draw_combo.setToolTip("mean: expected counts; logmean: counts whose log-normalised values are the "
+                                   "expected log-normalised expression (what analyses read); sample: generated "
+                                   "counts, as spread as real cells; SQuINT only")
+        form.addRow("profile", self.draw_combo)
         self.fill_check = QCheckBox("place new cells in empty regions")
         self.fill_check.setChecked(True)
         form.addRow(self.fill_check)
@@ -146,6 +155,10 @@ class InpaintWidget(SquintDock):
             return None
         holdout = self.holdout_check.isChecked()
         method, fill_empty = self.method_combo.currentText(), self.fill_check.isChecked()
+        draw = self.draw_combo.currentText()
+        if s.model_kind == "cifm":  # CIFM has no context method (its default is the infill) and no count model
+            method = "infill" if method == "context" else method
+            draw = "mean"
         adata, model = s.adata, s.model
         kind = s.model_kind
         name = "CIFM" if kind == "cifm" else "SQuINT"
@@ -174,7 +187,7 @@ class InpaintWidget(SquintDock):
                     else imp.Imputer(model, adata)
             yield ProgressEvent("impute", message="imputing")
             out = imputer.impute(regions=regions or None, mask=None if regions else mask, method=method,
-                                 fill_empty=fill_empty)
+                                 fill_empty=fill_empty, draw=draw)
             yield ProgressEvent("metrics", message="scoring against the measured cells")
             metrics = score(adata, out, genes=list(m.genes), layer=model.layer, section_key=s.section_key,
                             spatial_key=s.spatial_key, name=name)

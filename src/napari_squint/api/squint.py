@@ -27,6 +27,8 @@ from napari_squint.data.validate import SlideError
 from napari_squint.models.squint import SquintModule
 from napari_squint.nn.nb import nb_log_likelihood
 from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_squint.nn.log_estimate import log_space_counts, moment_matched_theta
+from napari_squint.train.code_head import iter_fit_code_head
 from napari_squint.train.config import SquintConfig
 from napari_squint.train.device import resolve_device
 from napari_squint.train.events import ProgressEvent, drive
@@ -127,7 +129,16 @@ class Squint:
         n0 = len(self.history)
         yield from iter_train(self.module, self.data, np.arange(self.data.n_cells), self.config.train,
                               self.device, history=self.history)
+        fit = yield from self.iter_fit_code_head()
+        if fit:
+            self.meta["code_head"] = fit
         return self.history[n0:]
+
+    def iter_fit_code_head(self):
+        """Record the training tokens and fit the masked-code head (encoder frozen); a generator of
+        :class:`ProgressEvent` returning the fit's last record (see :mod:`napari_squint.train.code_head`)."""
+        return iter_fit_code_head(self.module, self.data, np.arange(self.data.n_cells), self.config.train,
+                                  self.device, context_k=self.config.graph.k)
 
     def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[dict]:
@@ -188,21 +199,43 @@ class Squint:
         return out
 
     def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
-                     library: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     library: np.ndarray | None = None, draw: str = "mean", top: int = 16,
+                     seed: int = 0) -> dict[str, np.ndarray]:
         """Impute ``cells`` (default: the masked ones) with the learned mask token in the presence of C.
 
-        The code assigned to each masked cell is decoded into gene proportions,
-        scaled by an estimated read depth: a masked cell's library is the
-        median library of the observed cells of its section (unless
-        ``library`` (n,) is given), and its microenvironment's read depth sums
-        the measured libraries of its observed members and the estimates of
-        its masked ones.
+        Each masked cell is encoded with the mask token as its input. With the
+        masked-code head (``ModelConfig.code_head``, the default), the head turns
+        the cell's latent into a distribution over the tokens observed cells use
+        in training (:meth:`code_mixture`, the ``top`` most likely ones); each
+        token is decoded with the cell's own covariates C. ``draw="mean"`` gives
+        the expected counts under that mixture and reports the most likely
+        token; ``draw="logmean"`` gives, from the same mixture, the counts
+        whose log-normalised values are the expected log-normalised
+        expression (:mod:`napari_squint.nn.log_estimate`; the mixture is
+        matched to one negative binomial per gene by its mean and variance,
+        the microenvironment uses the decoder's dispersion);
+        ``draw="sample"`` draws one token, then negative-binomial counts
+        from its decoded profile (generated counts). Without the head (models
+        saved before it, or ``code_head=False``) the nearest code of the latent
+        is decoded (the paper's code assignment).
+
+        Gene proportions are scaled by an estimated read depth: a masked cell's
+        library is the median library of the observed cells of its section
+        (unless ``library`` (n,) is given), and its microenvironment's read
+        depth sums the measured libraries of its observed members and the
+        estimates of its masked ones.
 
         Returns
         -------
-        dict with ``imputed`` (m, g) and ``imputed_nbr`` (m, g) expected counts,
-        ``tokens`` (m,), ``codes`` (m, H), ``latent`` (m, d) and ``cells`` (m,).
+        dict with ``imputed`` (m, g) and ``imputed_nbr`` (m, g) counts (as
+        ``draw`` asks), ``tokens`` (m,), ``codes`` (m, H), ``latent`` (m, d),
+        ``cells`` (m,), and the predictive moments behind them: ``mean`` and
+        ``var`` (m, g) of the cell's counts, ``probs_nbr`` (m, g) the
+        decoder's microenvironment proportions, ``library`` (m,) and
+        ``library_nbr`` (m,) the read depths used.
         """
+        if draw not in K.DRAWS:
+            raise ValueError(f"draw={draw!r}: expected one of {K.DRAWS}")
         masked = np.asarray(masked, dtype=bool)
         if masked.shape != (data.n_cells,):
             raise ValueError(f"masked has shape {masked.shape}; expected ({data.n_cells},)")
@@ -220,8 +253,98 @@ class Squint:
         nb = data.nbr[cells]
         lib_nbr = est[cells] + np.where(nb >= 0, est[np.maximum(nb, 0)], 0.0).sum(1)
         res = self.encode(data, masked=masked, cells=cells, decode=True)
-        return {"imputed": res["probs_cell"] * est[cells, None], "imputed_nbr": res["probs"] * lib_nbr[:, None],
-                "tokens": res["tokens"], "codes": res["codes"], "latent": res["latent"], "cells": cells}
+        rng = np.random.default_rng(seed)
+        use = masked[cells] if self.has_code_head else np.zeros(cells.size, dtype=bool)
+        sq = res["probs_cell"].astype(np.float64) ** 2  # E[p^2] over the token mixture (one token: p^2)
+        if use.any():
+            mix = self.code_mixture(data, masked, cells[use], top=top, draw="sample" if draw == "sample" else "mean",
+                                    rng=rng)
+            for key in ("probs", "probs_cell", "tokens", "codes"):
+                res[key][use] = mix[key]
+            sq[use] = mix["probs_cell_sq"]
+        theta_c, theta_n = self.dispersions()
+        lib_c = est[cells]
+        mean, mean_nbr = res["probs_cell"] * lib_c[:, None], res["probs"] * lib_nbr[:, None]
+        pc = res["probs_cell"].astype(np.float64)
+        # predictive variance of the cell's counts: NB noise of each token plus the spread between tokens
+        var = lib_c[:, None] * pc + lib_c[:, None] ** 2 * ((1.0 / theta_c + 1.0) * sq - pc * pc)
+        if draw == "sample":
+            imputed, imputed_nbr = _nb_draw(mean, theta_c, rng), _nb_draw(mean_nbr, theta_n, rng)
+        elif draw == "logmean":
+            imputed = log_space_counts(mean, moment_matched_theta(mean, var), lib_c)
+            imputed_nbr = log_space_counts(mean_nbr, theta_n, lib_nbr)
+        else:
+            imputed, imputed_nbr = mean, mean_nbr
+        return {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": res["tokens"], "codes": res["codes"],
+                "latent": res["latent"], "cells": cells, "mean": mean, "var": np.maximum(var, 0.0),
+                "probs_nbr": res["probs"], "library": lib_c, "library_nbr": lib_nbr}
+
+    def dispersions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The learned gene-wise NB inverse dispersions ``(theta_cell, theta_nbr)``, float64 (g,) each."""
+        m = self.module
+        return (m.log_theta_cell.detach().cpu().exp().numpy().astype(np.float64),
+                m.log_theta.detach().cpu().exp().numpy().astype(np.float64))
+
+    @property
+    def has_code_head(self) -> bool:
+        """Whether the model has a trained masked-code head and the token support it draws from."""
+        m = self.module
+        return getattr(m, "code_head", None) is not None and m.token_codes.shape[0] > 0
+
+    @torch.no_grad()
+    def code_mixture(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray, *, top: int = 16,
+                     draw: str = "mean", rng: np.random.Generator | None = None,
+                     batch_size: int = 2048) -> dict[str, np.ndarray]:
+        """Token distribution of masked ``cells`` from the masked-code head, decoded.
+
+        The head gives, per codebook head, a distribution over the code the
+        cell would get if observed. A token's score is the sum of its codes'
+        log-probabilities over heads, restricted to the tokens training cells
+        use (``module.token_codes``; combinations never seen are not
+        proposed); the ``top`` best are renormalised (softmax of the scores).
+        Each is decoded with the cell's covariates.
+
+        Returns
+        -------
+        dict with ``probs``/``probs_cell`` (m, g) gene proportions (the
+        mixture mean for ``draw="mean"``, the drawn token's profile for
+        ``"sample"``), ``tokens`` (m,) and ``codes`` (m, H) (the most likely
+        or the drawn token), ``weights`` (m, top) and ``candidates`` (m, top)
+        token ids.
+        """
+        self.module.eval()
+        m = self.module
+        rng = rng or np.random.default_rng(0)
+        table = m.token_codes
+        n_heads = table.shape[1]
+        k = min(int(top), table.shape[0])
+        out = {key: [] for key in ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "weights", "candidates")}
+        for idx in chunks(cells.size, batch_size):
+            b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
+            h, c = m.encode(b)
+            logp = torch.log_softmax(m.code_logits(h).float(), dim=-1)  # (B, H, K)
+            score = sum(logp[:, j, table[:, j]] for j in range(n_heads))  # (B, T)
+            val, pick = score.topk(k, dim=1)
+            w = torch.softmax(val, dim=1)  # (B, k)
+            codes = table[pick]  # (B, k, H)
+            z = m.codebook.lookup(codes.reshape(-1, n_heads))
+            cc = None if c is None else c.repeat_interleave(k, dim=0)
+            pn, pc = (p.float().reshape(h.shape[0], k, -1) for p in m.both_probs(z, cc))
+            out["probs_cell_sq"].append((w[..., None] * pc.double() ** 2).sum(1).cpu())
+            if draw == "mean":
+                j = w.argmax(1)
+                pn, pc = (w[..., None] * pn).sum(1), (w[..., None] * pc).sum(1)
+            else:
+                u = torch.from_numpy(rng.random(h.shape[0])).to(w)
+                j = torch.searchsorted(w.cumsum(1), u[:, None]).squeeze(1).clamp(max=k - 1)
+                rows = torch.arange(h.shape[0], device=w.device)
+                pn, pc = pn[rows, j], pc[rows, j]
+            chosen = codes[torch.arange(h.shape[0], device=w.device), j]
+            for key, val_ in (("probs", pn), ("probs_cell", pc), ("codes", chosen),
+                              ("tokens", m.codebook.tokens(chosen)), ("weights", w),
+                              ("candidates", m.codebook.tokens(codes.reshape(-1, n_heads)).reshape(-1, k))):
+                out[key].append(val_.cpu())
+        return {key: torch.cat(v).numpy() for key, v in out.items()}
 
     def tokens(self, adata: AnnData, *, key_added: str = K.TOKEN_KEY, copy: bool = False,
                align: bool = False, callback: Callable[[ProgressEvent], None] | None = None) -> AnnData | None:
@@ -319,7 +442,14 @@ class Squint:
                    layer=meta.get("layer"), config=cfg, allow_non_counts=meta.get("allow_non_counts", False))
         self.genes, self.sections = genes, list(meta["sections"])
         self.history, self.meta = list(meta.get("history", [])), meta
+        if not any(k.startswith("code_head.") for k in state):  # saved before the masked-code head existed
+            self.config.model.code_head = False
         self._build()
+        for key in ("token_codes", "token_counts"):
+            if key in state:  # their length depends on the training data
+                setattr(self.module, key, torch.empty_like(state[key]))
+            else:
+                state[key] = getattr(self.module, key)
         self.module.load_state_dict(state)
         self.module.to(self.device)
         return self
@@ -328,3 +458,9 @@ class Squint:
         m = self.config.model
         return (f"Squint(genes={len(self.genes)}, sections={len(self.sections)}, codebook={m.codebook_size}x{m.heads} heads, "
                 f"latent={m.latent}, covariates={m.use_covariates}, device={self.device})")
+
+
+def _nb_draw(mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Negative-binomial counts with the given means (m, g) and gene-wise dispersions theta (g,)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    return rng.negative_binomial(theta, theta / (theta + np.maximum(mean, 1e-8))).astype(np.float64)

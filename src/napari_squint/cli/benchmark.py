@@ -22,8 +22,10 @@ def add_parser(sub) -> None:
                    help="comma-separated sections to train and evaluate on (default: all)")
     b.add_argument("--variants", default="all", help="SQuINT variants: 'all', 'none' or a comma-separated subset "
                                                        "of: squint, no-c, zero-mask")
-    b.add_argument("--methods", default="infill,oneshot", help="imputation methods scored (default infill,oneshot)")
-    b.add_argument("--no-sample", action="store_true", help="skip the NB-sample rows")
+    b.add_argument("--methods", default="context,infill,oneshot",
+                   help="imputation methods scored (default context,infill,oneshot; the first also gets the "
+                        "generated-counts rows)")
+    b.add_argument("--no-sample", action="store_true", help="skip the generated-counts (sample) rows")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra SQuINT option for every variant, e.g. --option heads=8 (repeatable)")

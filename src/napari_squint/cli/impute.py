@@ -12,12 +12,18 @@ def add_parser(sub) -> None:
     p.add_argument("--polygons", required=True, help="GeoJSON polygons, each with a 'section' property")
     p.add_argument("--out", required=True, help="output .h5ad: the cells inside the polygons, with layers "
                                                  "'imputed' and 'imputed_nbr'")
-    p.add_argument("--method", choices=["infill", "oneshot"], default=None,
-                   help="infill (from the boundary inwards; default) or oneshot (the paper's single pass)")
+    p.add_argument("--method", choices=["context", "infill", "oneshot"], default=None,
+                   help="context (each cell read against its nearest observed cells; default for SQuINT), infill (from the "
+                        "boundary inwards, ring by ring; default for CIFM) or oneshot (the paper's single pass on the slide's graph)")
     p.add_argument("--nbr", choices=["sum", "decoder"], default=None,
                    help="imputed_nbr as measured + imputed members (sum; default) or from the decoder head")
+    p.add_argument("--draw", choices=["mean", "logmean", "sample"], default=None,
+                   help="expected counts (mean), counts whose log-normalisation is the expected log-normalised "
+                        "expression (logmean), or generated counts (sample: a token drawn from the masked-code "
+                        "head, then negative-binomial counts; seeded by --seed); default logmean for SQuINT, mean for CIFM")
     p.add_argument("--no-fill", action="store_true", help="error on polygons holding no cell instead of filling them")
-    p.add_argument("--seed", type=int, default=0, help="seed of the placement of new cells in empty polygons")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the placement of new cells in empty polygons and of --draw sample")
     p.add_argument("--device", default=None)
     p.add_argument("--align-genes", action="store_true", help="fill genes the slide lacks with zeros")
     common.add_slide_options(p)
@@ -27,7 +33,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from napari_squint.io.geojson import read_polygons
     from napari_squint.io.write import write_h5ad
-    from napari_squint.tasks.impute import DEFAULT_METHOD, DEFAULT_NBR, Imputer
+    from napari_squint.tasks.impute import DEFAULT_NBR, Imputer
 
     regions = read_polygons(args.polygons)
     model = common.load_model(args.model_dir, device=args.device)
@@ -35,8 +41,8 @@ def run(args) -> int:
         raise ValueError(f"{args.model_dir} holds a model that cannot impute (needs a SQuINT model)")
     adata = common.read(args, args.data)
     out = Imputer(model, adata, align=args.align_genes).impute(
-        regions=regions, method=args.method or DEFAULT_METHOD, nbr_mode=args.nbr or DEFAULT_NBR,
-        fill_empty=not args.no_fill, seed=args.seed)
+        regions=regions, method=args.method, nbr_mode=args.nbr or DEFAULT_NBR,
+        fill_empty=not args.no_fill, seed=args.seed, draw=args.draw)
     out.uns["squint"]["impute"]["params"].update(model=str(args.model_dir), data=str(args.data),
                                                  polygons=str(args.polygons))
     write_h5ad(out, args.out)

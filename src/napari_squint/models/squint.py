@@ -92,6 +92,13 @@ class SquintModule(nn.Module):
         self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
         self.log_theta_cell = nn.Parameter(torch.full((n_genes,), 1.0))
         self.adj = mlp([cfg.latent, cfg.hidden, cfg.adj_dim], norm=False)
+        # masked-code head: from a masked cell's latent, per-head logits over the codes the cell gets when observed;
+        # fitted after training with the encoder frozen (train/code_head.py)
+        self.code_head = mlp([cfg.latent, cfg.hidden, cfg.heads * cfg.codebook_size]) if cfg.code_head else None
+        # the tokens (per-head codes) that training cells use, with their counts: the support of the head's draws,
+        # filled after training (train/code_head.py)
+        self.register_buffer("token_codes", torch.zeros(0, cfg.heads, dtype=torch.long))
+        self.register_buffer("token_counts", torch.zeros(0))
 
     @torch.no_grad()
     def init_from_data(self, gene_props: torch.Tensor, theta_nbr: torch.Tensor | None = None,
@@ -144,6 +151,10 @@ class SquintModule(nn.Module):
         """(microenvironment, cell) gene proportions: two (B, g) tensors."""
         h = self.decoder.trunk(z, c)
         return torch.softmax(self.decoder.out(h), -1), torch.softmax(self.decoder.out_cell(h), -1)
+
+    def code_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Masked-code head: (B, latent) latents -> (B, H, K) logits of each head's observed code."""
+        return self.code_head(h).reshape(h.shape[0], self.codebook.heads, self.codebook.codebook_size)
 
     def edge_logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         e = self.adj(z)

@@ -26,11 +26,18 @@ of its observed members and the *estimates* of its held-out members
 its decoder (the paper's X_nbr head) and as that sum. The X_nbr PCA is fitted
 on microenvironments of training cells that contain no held-out cell.
 
-Rows of the tables: the three baselines; ``SQuINT (infill)`` and
-``SQuINT (oneshot)`` (X from the cell head, X_nbr from the decoder head) and
-their ``Σ`` rows (X_nbr as the sum above); ``SQuINT (infill) NB sample``
-(negative-binomial draws around the imputed means, with the model's learned
-dispersions: what the generative model generates); the
+Rows of the tables: the three baselines of the protocol, and the
+neighbourhood average taken in log space (``space="log"``, the fair
+comparison for log-space estimates); ``SQuINT (context)``, ``(infill)`` and
+``(oneshot)`` (X from the cell head, X_nbr from the decoder head, expected
+counts) and their ``Σ`` rows (X_nbr as the sum above); their ``logmean``
+rows (``draw="logmean"``, the default output: counts whose log-normalisation is the model's
+expected log-normalised expression; X_nbr as measured members plus the
+log-space estimate of the held-out members, see
+:meth:`~napari_squint.tasks.impute.Imputer.impute_targets`);
+``SQuINT (context) sample`` and its ``Σ`` row (generated counts,
+``draw="sample"``: a token drawn from the masked-code head, then
+negative-binomial counts with the learned dispersions); the
 ``SQuINT-guided neighbour average`` (:func:`guided_average`, a hybrid); and
 the ablations ``SQuINT w/o C`` and ``SQuINT zero mask`` (first method only).
 
@@ -131,12 +138,6 @@ def guided_average(coords, counts, observed, test, imputed, *, section=None, can
     return out
 
 
-def _sample_nb(mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Negative-binomial draws with mean ``mu`` (m, g) and gene-wise inverse dispersion ``theta`` (g,)."""
-    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-8)
-    return rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float64)
-
-
 def iter_benchmark_impute(
     adata: AnnData,
     *,
@@ -148,8 +149,9 @@ def iter_benchmark_impute(
     sections: Sequence[str] | None = None,
     epochs: int = 20,
     variants: Mapping[str, dict] | None = None,
-    impute_methods: Sequence[str] = ("infill", "oneshot"),
+    impute_methods: Sequence[str] = ("context", "infill", "oneshot"),
     sampled: bool = True,
+    logmean: bool = True,
     guided: bool = True,
     extra_methods: Mapping[str, ExtraMethod] | None = None,
     section_key: str | None = K.SECTION_KEY,
@@ -184,9 +186,13 @@ def iter_benchmark_impute(
     impute_methods
         Imputation methods scored for the first variant (the others use the
         first method only).
+    logmean
+        Also score ``draw="logmean"`` (X_nbr as its Σ estimate) for every
+        variant and method scored, and the log-space neighbourhood average.
     sampled
-        Also score negative-binomial draws from SQuINT's imputed means (the
-        generative model's samples), for the first variant and method.
+        Also score SQuINT's generated counts (``draw="sample"``: a token drawn
+        from the masked-code head, then negative-binomial counts), for the
+        first variant and method.
     guided
         Also score :func:`guided_average` (a hybrid: the model picks which
         nearby measured cells to average), for the first variant and method.
@@ -209,7 +215,7 @@ def iter_benchmark_impute(
     from napari_squint.data.genes import select_genes
     from napari_squint.data.prepare import prepare_slide
     from napari_squint.tasks.holdout import choose_sites, train_heldout
-    from napari_squint.tasks.impute import Imputer
+    from napari_squint.tasks.impute import METHODS, Imputer
     from napari_squint.train.config import SquintConfig
 
     variants = dict(MODEL_VARIANTS if variants is None else variants)
@@ -218,8 +224,8 @@ def iter_benchmark_impute(
     if sites not in ("patches", "random"):
         raise SlideError(f"sites={sites!r}: expected 'patches' or 'random'")
     for m in impute_methods:
-        if m not in ("infill", "oneshot"):
-            raise SlideError(f"impute method {m!r}: expected 'infill' or 'oneshot'")
+        if m not in METHODS:
+            raise SlideError(f"impute method {m!r}: expected one of {METHODS}")
     t_start = time.perf_counter()
     data_all = _subset_sections(adata, sections, section_key, section)
     gene_list = select_genes(data_all, genes)
@@ -263,6 +269,9 @@ def iter_benchmark_impute(
         score("neighbourhood average", M.neighbourhood_average(full.coords, counts, ~held, test,
                                                                k=graph.k, section=sec_labels))
         score("ring infill", M.ring_infill(full.coords, counts, ~held, test, k=graph.k, section=sec_labels))
+        if logmean:
+            score("neighbourhood average (log space)", M.neighbourhood_average(
+                full.coords, counts, ~held, test, k=graph.k, section=sec_labels, space="log"))
         seconds["baselines"] = time.perf_counter() - t0
         # ---- SQuINT variants ----
         for vi, (vname, over) in enumerate(variants.items()):
@@ -277,20 +286,26 @@ def iter_benchmark_impute(
             first = None
             for meth in methods:
                 t0 = time.perf_counter()
-                res = imputer.impute_targets(test, method=meth, nbr_mode="decoder")
+                res = imputer.impute_targets(test, method=meth, nbr_mode="decoder", draw="mean")
                 seconds[f"impute {vname} {meth}"] = time.perf_counter() - t0
                 label = f"{vname} ({meth})"
                 score(label, res["imputed"], res["imputed_nbr"])
                 score(f"{label} Σ", res["imputed"], cell=False)
                 first = first or (label, res)
+                if logmean:
+                    t0 = time.perf_counter()
+                    res_l = imputer.impute_targets(test, method=meth, draw="logmean", nbr_mode="sum")
+                    seconds[f"impute {vname} {meth} logmean"] = time.perf_counter() - t0
+                    score(f"{label} logmean", res_l["imputed"], res_l["imputed_nbr"])
             if vi == 0 and first is not None:
                 label, res = first
                 if sampled:
-                    rng = np.random.default_rng(seed)
-                    th_c = model.module.log_theta_cell.detach().cpu().exp().numpy().astype(np.float64)
-                    th_n = model.module.log_theta.detach().cpu().exp().numpy().astype(np.float64)
-                    score(f"{label} NB sample", _sample_nb(res["imputed"], th_c, rng),
-                          _sample_nb(res["imputed_nbr"], th_n, rng))
+                    t0 = time.perf_counter()
+                    res_s = imputer.impute_targets(test, method=label.split("(")[1].rstrip(")"), draw="sample",
+                                                   nbr_mode="decoder", seed=seed)
+                    seconds[f"impute {vname} sample"] = time.perf_counter() - t0
+                    score(f"{label} sample", res_s["imputed"], res_s["imputed_nbr"])
+                    score(f"{label} sample Σ", res_s["imputed"], cell=False)
                 if guided:
                     score(f"{vname}-guided neighbour average", guided_average(
                         full.coords, counts, ~held, test, res["imputed"], section=sec_labels, k=graph.k))

@@ -21,6 +21,10 @@ class ModelConfig:
     adj_dim: int = 32  #: width of the adjacency decoder's edge vectors
     use_covariates: bool = True  #: False gives the paper's "SQuINT w/o C" ablation
     learnable_mask: bool = True  #: False gives the zero-mask ablation (appendix C.3)
+    #: a head that predicts, for a masked cell, the code it gets when observed (beyond the paper; in-painting decodes
+    #: a mixture of, or draws, tokens from it instead of taking the mask-token latent's nearest code). It is fitted
+    #: after training, with the encoder frozen (TrainConfig.code_head_epochs)
+    code_head: bool = True
 
 
 @dataclass
@@ -38,6 +42,11 @@ class TrainConfig:
     lambda_x: float = 1.0  #: NB attribute loss weight
     lambda_cell: float = 0.5  #: NB loss on the cell's own counts (beyond the paper: per-cell imputation)
     lambda_a: float = 0.1  #: adjacency BCE weight
+    code_head_epochs: int = 5  #: passes over the cells to fit the masked-code head after training (encoder frozen)
+    #: also fit the head on test-like passes: contiguous holes whose cells read their nearest observed cells
+    #: (train/code_head.py; what method="context" in-painting shows the model). Off by default: on the MERFISH
+    #: patch benchmark it changed no metric beyond the seed spread (docs/imputation.md)
+    code_head_contexts: bool = False
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight
     #: NB dispersion start: "constant" (the module's theta = e^2 for X_nbr, e for X) or "moments" (method of moments

@@ -91,6 +91,9 @@ def train_distributed_cli(args, adata, *, holdout, genes, options) -> int:
                    holdout=holdout, allow_non_counts=args.allow_non_counts, **options)
     train_ddp(model, callback=TerminalProgress() if rank == 0 else None)
     if rank == 0:
+        from napari_squint.train.events import drive
+
+        drive(model.iter_fit_code_head())  # on the whole slide, after the data-parallel training
         model.meta["distributed"] = {"world_size": world, "backend": dist.get_backend()}
         model.save(args.out)
         print(f"rank 0 wrote {args.out} (world size {world})")
