@@ -123,11 +123,11 @@ def one_seed(adata, *, section, seed, epochs, options, k):
     valid = members >= 0
     is_held = valid & held[np.maximum(members, 0)]
     depth_held = depth * is_held.sum(1)
-    rows = np.broadcast_to(np.arange(test.size)[:, None], members.shape)
+    slot = np.broadcast_to(np.arange(test.size)[:, None], members.shape)
     meas = valid & ~is_held
     import scipy.sparse as sp
 
-    a_meas = sp.csr_matrix((np.ones(int(meas.sum())), (rows[meas], members[meas])), shape=(test.size, held.size))
+    a_meas = sp.csr_matrix((np.ones(int(meas.sum())), (slot[meas], members[meas])), shape=(test.size, held.size))
     offset = (a_meas @ counts).toarray().astype(float)
     own_n = decode(observed_codes[test], nbr=True) * depth_held[:, None]
     score("oracle token logmean", log_space_counts(own, theta, np.full(test.size, depth)),

@@ -76,3 +76,26 @@ def test_spatialdata_backed_reads_counts_lazily_and_prepares_the_same(tmp_path, 
     assert (prepare_slide(from_layer, genes, **kw).counts != b.counts).nnz == 0
     with pytest.raises(SlideError, match="'raw'"):
         read_slide(p, section_key="section", backed=True, layer="raw")
+
+
+def test_results_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through a private temporary file; the result must not stay owner-only."""
+    import os
+    import stat
+
+    import anndata as ad
+    import numpy as np
+
+    from napari_squint.io.geojson import Region, write_polygons
+    from napari_squint.io.write import write_h5ad
+
+    old = os.umask(0o022)
+    try:
+        h5 = write_h5ad(ad.AnnData(np.ones((2, 2), dtype=np.float32)), tmp_path / "out.h5ad")
+        from shapely.geometry import box
+
+        gj = write_polygons([Region("s0", box(0, 0, 1, 1), "r")], tmp_path / "r.geojson")
+    finally:
+        os.umask(old)
+    for path in (h5, gj):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path

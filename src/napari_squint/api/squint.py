@@ -199,7 +199,7 @@ class Squint:
         return out
 
     def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
-                     library: np.ndarray | None = None, draw: str = "mean", top: int = 16,
+                     library: np.ndarray | None = None, draw: str = "mean", top: int = 4,
                      seed: int = 0) -> dict[str, np.ndarray]:
         """Impute ``cells`` (default: the masked ones) with the learned mask token in the presence of C.
 
@@ -252,16 +252,23 @@ class Squint:
             est = np.asarray(library, dtype=np.float64)
         nb = data.nbr[cells]
         lib_nbr = est[cells] + np.where(nb >= 0, est[np.maximum(nb, 0)], 0.0).sum(1)
-        res = self.encode(data, masked=masked, cells=cells, decode=True)
         rng = np.random.default_rng(seed)
         use = masked[cells] if self.has_code_head else np.zeros(cells.size, dtype=bool)
-        sq = res["probs_cell"].astype(np.float64) ** 2  # E[p^2] over the token mixture (one token: p^2)
+        if use.all():  # every cell goes through the head: one encoder pass (inside code_mixture) is enough
+            res = {}
+        else:
+            res = self.encode(data, masked=masked, cells=cells, decode=True)
+            res["probs_cell_sq"] = res["probs_cell"].astype(np.float64) ** 2  # E[p^2] of one token: p^2
         if use.any():
             mix = self.code_mixture(data, masked, cells[use], top=top, draw="sample" if draw == "sample" else "mean",
                                     rng=rng)
-            for key in ("probs", "probs_cell", "tokens", "codes"):
-                res[key][use] = mix[key]
-            sq[use] = mix["probs_cell_sq"]
+            keys = ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "latent")
+            if not res:
+                res = {key: mix[key] for key in keys}
+            else:
+                for key in keys:
+                    res[key][use] = mix[key]
+        sq = res["probs_cell_sq"]
         theta_c, theta_n = self.dispersions()
         lib_c = est[cells]
         mean, mean_nbr = res["probs_cell"] * lib_c[:, None], res["probs"] * lib_nbr[:, None]
@@ -292,7 +299,7 @@ class Squint:
         return getattr(m, "code_head", None) is not None and m.token_codes.shape[0] > 0
 
     @torch.no_grad()
-    def code_mixture(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray, *, top: int = 16,
+    def code_mixture(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray, *, top: int = 4,
                      draw: str = "mean", rng: np.random.Generator | None = None,
                      batch_size: int = 2048) -> dict[str, np.ndarray]:
         """Token distribution of masked ``cells`` from the masked-code head, decoded.
@@ -310,7 +317,8 @@ class Squint:
         mixture mean for ``draw="mean"``, the drawn token's profile for
         ``"sample"``), ``tokens`` (m,) and ``codes`` (m, H) (the most likely
         or the drawn token), ``weights`` (m, top) and ``candidates`` (m, top)
-        token ids.
+        token ids, ``probs_cell_sq`` (m, g) the mixture's mean of squared
+        cell proportions (for the predictive variance) and ``latent`` (m, d).
         """
         self.module.eval()
         m = self.module
@@ -318,10 +326,12 @@ class Squint:
         table = m.token_codes
         n_heads = table.shape[1]
         k = min(int(top), table.shape[0])
-        out = {key: [] for key in ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "weights", "candidates")}
+        out = {key: [] for key in ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "weights", "candidates",
+                                   "latent")}
         for idx in chunks(cells.size, batch_size):
             b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
             h, c = m.encode(b)
+            out["latent"].append(h.float().cpu())
             logp = torch.log_softmax(m.code_logits(h).float(), dim=-1)  # (B, H, K)
             score = sum(logp[:, j, table[:, j]] for j in range(n_heads))  # (B, T)
             val, pick = score.topk(k, dim=1)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from napari_squint.data.validate import SlideError
+from napari_squint.io.write import publish
 
 
 @dataclass
@@ -82,7 +83,7 @@ def write_polygons(regions: list[Region], path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh, default=lambda o: list(o))
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 

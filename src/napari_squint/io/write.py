@@ -19,6 +19,26 @@ from anndata import AnnData
 from napari_squint import _constants as K
 
 
+def _umask() -> int:
+    """The process's file-creation mask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file the permissions a plain ``open(path, "w")`` would, then rename it onto
+    ``path``. (``tempfile.mkstemp`` creates files readable by their owner only.)"""
+    if Path(tmp).is_file():
+        os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def _replace(tmp: Path, path: Path) -> None:
     if path.exists() and path.is_dir():
         old = path.with_name(f".{path.name}.old")
@@ -41,7 +61,7 @@ def write_h5ad(adata: AnnData, path: str | Path, *, overwrite: bool = True) -> P
     os.close(fd)
     try:
         adata.write_h5ad(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

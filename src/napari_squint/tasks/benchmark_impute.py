@@ -60,7 +60,7 @@ from anndata import AnnData
 
 from napari_squint import _constants as K
 from napari_squint.data.validate import SlideError
-from napari_squint.io.write import json_default
+from napari_squint.io.write import json_default, publish
 from napari_squint.train.events import ProgressEvent, drive
 
 __all__ = ["MODEL_VARIANTS", "benchmark_impute", "guided_average", "iter_benchmark_impute", "results_markdown",
@@ -401,6 +401,6 @@ def write_results(results: Mapping, out_dir: str | Path, *, stem: str = "impute_
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
         paths.append(path)
     return paths[0], paths[1]

@@ -95,7 +95,7 @@ from anndata import AnnData
 from napari_squint import _constants as K
 from napari_squint.data.prepare import PreparedSlide
 from napari_squint.data.validate import SlideError
-from napari_squint.nn.log_estimate import log_space_counts
+from napari_squint.nn.log_estimate import log_space_counts, moment_matched_theta
 
 __all__ = ["DEFAULT_DRAW", "DEFAULT_METHOD", "DRAWS", "METHODS", "NBR_MODES", "REGION_KEY", "RING_KEY", "Imputer", "impute"]
 
@@ -468,22 +468,31 @@ class Imputer:
             order = [np.flatnonzero(rings == r) for r in np.unique(rings)]
         rng = np.random.default_rng(seed)
         theta = None
-        probs_nbr = np.zeros((tt, g)) if draw == "logmean" else None
+        log = draw == "logmean"  # the steps give expected counts and their moments; converted once at the end
+        if log:
+            var, probs_nbr, lib_nbr = np.zeros((tt, g)), np.zeros((tt, g)), np.zeros(tt)
         for step, sel in enumerate(order):
-            res = self._step(pos_t[sel], xin, nbr, cond, batch, masked, est, draw=draw, seed=seed + step)
+            res = self._step(pos_t[sel], xin, nbr, cond, batch, masked, est, draw="mean" if log else draw,
+                             seed=seed + step)
             imputed[sel], imputed_nbr[sel], tokens[sel] = res["imputed"], res["imputed_nbr"], res["tokens"]
-            if probs_nbr is not None:
-                probs_nbr[sel] = res["probs_nbr"]
+            if log:
+                var[sel], probs_nbr[sel], lib_nbr[sel] = res["var"], res["probs_nbr"], res["library_nbr"]
             if method == "infill":
-                x_sub = res["imputed"] if draw == "sample" else res.get("mean", res["imputed"])  # expected or generated
+                x_sub = res["imputed"]  # expected (or, with draw="sample", generated) counts
                 if substitute == "sample" and draw != "sample":  # draw="sample" already gives generated counts
                     if theta is None:
                         theta = self.model.module.log_theta_cell.detach().cpu().exp().numpy().astype(np.float64)
                     x_sub = rng.negative_binomial(theta, theta / (theta + np.maximum(x_sub, 1e-8))).astype(np.float64)
                 xin[pos_t[sel]] = _log_norm(x_sub)
                 masked[pos_t[sel]] = False
-        if nbr_mode == "sum" and draw == "logmean":
-            imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], target_global, n)
+        if log:
+            _, theta_n = self.model.dispersions()
+            mean = imputed
+            imputed = log_space_counts(mean, moment_matched_theta(mean, var), est[pos_t])
+            if nbr_mode == "sum":
+                imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], target_global, n)
+            else:
+                imputed_nbr = log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr)
         elif nbr_mode == "sum":
             imputed_nbr = self._nbr_sum(all_t, t_nbr, imputed, target_global, n)
         out = {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": tokens, "rings": rings,
