@@ -62,6 +62,7 @@ def one_seed(adata, *, section, seed, epochs, options, k):
     from napari_squint.data.batch import make_batch
     from napari_squint.data.prepare import prepare_slide
     from napari_squint.nn.log_estimate import log_space_counts
+    from napari_squint.nn.nb import sample_nb
     from napari_squint.tasks.holdout import choose_sites, train_heldout
     from napari_squint.tasks.impute import Imputer
     from napari_squint.train.config import SquintConfig
@@ -104,7 +105,7 @@ def one_seed(adata, *, section, seed, epochs, options, k):
     theta = model.module.log_theta_cell.detach().cpu().exp().numpy().astype(float)
 
     def nb_draw(mu):
-        return rng.negative_binomial(theta, theta / (theta + np.maximum(mu, 1e-8))).astype(float)
+        return sample_nb(mu, theta, rng)
 
     @torch.no_grad()
     def decode(codes, nbr=False):

@@ -62,7 +62,6 @@ def test_end_to_end_on_two_merfish_sections(merfish_path):
 
 
 def test_token_table_holds_the_training_tokens_and_survives_saving(trained_tiny, tissue, tmp_path):
-    import numpy as np
     import torch
 
     from napari_squint.api.squint import Squint

@@ -9,7 +9,6 @@ from scipy import stats
 from napari_squint.nn.log_estimate import (
     expected_log1p,
     log_space_counts,
-    mixture_moments,
     moment_matched_theta,
 )
 
@@ -55,14 +54,7 @@ def test_log_space_counts_log_normalise_back_to_the_expectation():
         log_space_counts(mu, theta, np.array([260.0, 0.0]))
 
 
-def test_mixture_moments_and_moment_matching():
-    w = np.array([[0.5, 0.5]])
-    means = np.array([[[1.0, 0.0], [3.0, 0.0]]])
-    theta = np.array([2.0, 1.0])
-    m, v = mixture_moments(w, means, theta)
-    # mean 2; variance = E[var] + var of means = 0.5*(1 + 0.5) + 0.5*(3 + 4.5) + 1 = 5.5
-    np.testing.assert_allclose(m, [[2.0, 0.0]])
-    np.testing.assert_allclose(v, [[5.5, 0.0]])
+def test_moment_matching():
     th = moment_matched_theta(np.array([2.0, 2.0, 0.0]), np.array([5.5, 1.0, 0.0]))
     assert th[0] == pytest.approx(4.0 / 3.5)
     assert th[1] == 1e6 and th[2] == 1e6  # no over-dispersion: practically Poisson

@@ -25,9 +25,9 @@ from napari_squint.data.genes import align_genes, select_genes
 from napari_squint.data.prepare import PreparedSlide, prepare_slide
 from napari_squint.data.validate import SlideError
 from napari_squint.models.squint import SquintModule
-from napari_squint.nn.nb import nb_log_likelihood
+from napari_squint.nn.nb import nb_log_likelihood, sample_nb
 from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
-from napari_squint.nn.log_estimate import log_space_counts, moment_matched_theta
+from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.train.code_head import iter_fit_code_head
 from napari_squint.train.config import SquintConfig
 from napari_squint.train.device import resolve_device
@@ -279,9 +279,9 @@ class Squint:
         # predictive variance of the cell's counts: NB noise of each token plus the spread between tokens
         var = lib_c[:, None] * pc + lib_c[:, None] ** 2 * ((1.0 / theta_c + 1.0) * sq - pc * pc)
         if draw == "sample":
-            imputed, imputed_nbr = _nb_draw(mean, theta_c, rng), _nb_draw(mean_nbr, theta_n, rng)
+            imputed, imputed_nbr = sample_nb(mean, theta_c, rng), sample_nb(mean_nbr, theta_n, rng)
         elif draw == "logmean":
-            imputed = log_space_counts(mean, moment_matched_theta(mean, var), lib_c)
+            imputed = log_space_counts_from_moments(mean, var, lib_c)
             imputed_nbr = log_space_counts(mean_nbr, theta_n, lib_nbr)
         else:
             imputed, imputed_nbr = mean, mean_nbr
@@ -298,8 +298,7 @@ class Squint:
     @property
     def has_code_head(self) -> bool:
         """Whether the model has a trained masked-code head and the token support it draws from."""
-        m = self.module
-        return getattr(m, "code_head", None) is not None and m.token_codes.shape[0] > 0
+        return self.module.code_head is not None and self.module.token_codes.shape[0] > 0
 
     @torch.no_grad()
     def code_mixture(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray, *, top: int = 1,
@@ -476,8 +475,3 @@ class Squint:
 #: tokens a generated profile (draw="sample") is drawn among: the head's 16 most likely
 _SAMPLE_TOP = 16
 
-
-def _nb_draw(mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Negative-binomial counts with the given means (m, g) and gene-wise dispersions theta (g,)."""
-    theta = np.asarray(theta, dtype=np.float64)
-    return rng.negative_binomial(theta, theta / (theta + np.maximum(mean, 1e-8))).astype(np.float64)

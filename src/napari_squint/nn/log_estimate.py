@@ -25,36 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["expected_log1p", "log_space_counts", "moment_matched_theta", "mixture_moments"]
+__all__ = ["expected_log1p", "log_space_counts", "log_space_counts_from_moments", "moment_matched_theta"]
 
 #: means above this use the second-order expansion (the log is nearly linear over the distribution there)
 _EXACT_MAX_MEAN = 400.0
 #: largest count summed exactly (the tail beyond it, when any, is taken at the mean)
 _MAX_COUNT = 4000
-
-
-def mixture_moments(weights: np.ndarray, means: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of a mixture of negative binomials.
-
-    Parameters
-    ----------
-    weights
-        ``(m, k)`` mixture weights, rows summing to 1.
-    means
-        ``(m, k, g)`` component means.
-    theta
-        ``(g,)`` inverse dispersions (variance ``mu + mu^2 / theta``).
-
-    Returns
-    -------
-    (mean, var), each ``(m, g)``.
-    """
-    w = np.asarray(weights, dtype=np.float64)[..., None]
-    mu = np.asarray(means, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    m1 = (w * mu).sum(1)
-    m2 = (w * (mu + mu * mu / theta + mu * mu)).sum(1)
-    return m1, np.maximum(m2 - m1 * m1, 0.0)
 
 
 def moment_matched_theta(mean: np.ndarray, var: np.ndarray, *, max_theta: float = 1e6) -> np.ndarray:
@@ -221,3 +197,10 @@ def log_space_counts(mean, theta, library, offset=0.0, *, target_sum: float = 1e
         raise ValueError("library must be positive for every row")
     s = target_sum / library
     return np.maximum(np.expm1(expected_log1p(mean, theta, s, offset)) / s, 0.0)
+
+
+def log_space_counts_from_moments(mean, var, library) -> np.ndarray:
+    """:func:`log_space_counts` for a count distribution known by its mean and variance (``(m, g)`` each): a
+    token mixture of negative binomials, matched to one negative binomial per gene
+    (:func:`moment_matched_theta`)."""
+    return log_space_counts(mean, moment_matched_theta(mean, var), library)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -29,3 +30,10 @@ def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, ep
         - torch.lgamma(theta)
         - torch.lgamma(x + 1)
     )
+
+
+def sample_nb(mean, theta, rng: np.random.Generator) -> np.ndarray:
+    """Negative-binomial counts (float64) with means ``mean`` (m, g) and inverse dispersions ``theta`` (g,)
+    or (m, g): generated counts for imputation."""
+    theta = np.asarray(theta, dtype=np.float64)
+    return rng.negative_binomial(theta, theta / (theta + np.maximum(mean, 1e-8))).astype(np.float64)

@@ -95,7 +95,8 @@ from anndata import AnnData
 from napari_squint import _constants as K
 from napari_squint.data.prepare import PreparedSlide
 from napari_squint.data.validate import SlideError
-from napari_squint.nn.log_estimate import log_space_counts, moment_matched_theta
+from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
+from napari_squint.nn.nb import sample_nb
 
 __all__ = ["DEFAULT_DRAW", "DEFAULT_METHOD", "DRAWS", "METHODS", "NBR_MODES", "REGION_KEY", "RING_KEY", "Imputer", "impute"]
 
@@ -360,7 +361,7 @@ class Imputer:
         t_nbr = np.concatenate([d.nbr[targets]] + c_nbr) if n_new else d.nbr[targets]
         return n_new, all_t, t_nbr
 
-    def impute_targets(self, targets: np.ndarray, *, method: str = DEFAULT_METHOD, nbr_mode: str = DEFAULT_NBR,
+    def impute_targets(self, targets: np.ndarray, *, method: str | None = None, nbr_mode: str = DEFAULT_NBR,
                        created: list | None = None, substitute: str = "mean", draw: str | None = None,
                        seed: int = 0) -> dict:
         """Impute existing cells ``targets`` (and new cells), the engine behind :meth:`impute`.
@@ -370,7 +371,8 @@ class Imputer:
         targets
             (t,) global indices of existing cells to impute.
         method
-            ``"infill"`` or ``"oneshot"``.
+            ``"context"``, ``"infill"`` or ``"oneshot"``; None:
+            :attr:`default_method`.
         nbr_mode
             ``"sum"`` or ``"decoder"`` (see the module docstring).
         created
@@ -390,13 +392,13 @@ class Imputer:
         ``rings`` (t + c,), and for created cells ``created_xy`` (c, 2),
         ``created_section`` (c,), ``created_region`` (c,) (index into ``created``).
         """
+        method, draw = method or self.default_method, draw or self.default_draw
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {METHODS}")
         if nbr_mode not in NBR_MODES:
             raise ValueError(f"nbr_mode={nbr_mode!r}: expected one of {NBR_MODES}")
         if substitute not in ("mean", "sample"):
             raise ValueError(f"substitute={substitute!r}: expected 'mean' or 'sample'")
-        draw = draw or self.default_draw
         if draw not in DRAWS:
             raise ValueError(f"draw={draw!r}: expected one of {DRAWS}")
         if self.kind == "cifm" and draw != "mean":
@@ -467,7 +469,6 @@ class Imputer:
             rings = _rings(pos_t, nbr, ~is_target)
             order = [np.flatnonzero(rings == r) for r in np.unique(rings)]
         rng = np.random.default_rng(seed)
-        theta = None
         log = draw == "logmean"  # the steps give expected counts and their moments; converted once at the end
         if log:
             var, probs_nbr, lib_nbr = np.zeros((tt, g)), np.zeros((tt, g)), np.zeros(tt)
@@ -480,17 +481,14 @@ class Imputer:
             if method == "infill":
                 x_sub = res["imputed"]  # expected (or, with draw="sample", generated) counts
                 if substitute == "sample" and draw != "sample":  # draw="sample" already gives generated counts
-                    if theta is None:
-                        theta = self.model.module.log_theta_cell.detach().cpu().exp().numpy().astype(np.float64)
-                    x_sub = rng.negative_binomial(theta, theta / (theta + np.maximum(x_sub, 1e-8))).astype(np.float64)
+                    x_sub = sample_nb(x_sub, self.model.dispersions()[0], rng)
                 xin[pos_t[sel]] = _log_norm(x_sub)
                 masked[pos_t[sel]] = False
         if log:
-            _, theta_n = self.model.dispersions()
-            mean = imputed
-            imputed = log_space_counts(mean, moment_matched_theta(mean, var), est[pos_t])
+            theta_n = self.model.dispersions()[1]
+            imputed = log_space_counts_from_moments(imputed, var, est[pos_t])
             if nbr_mode == "sum":
-                imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], target_global, n)
+                imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], theta_n, target_global, n)
             else:
                 imputed_nbr = log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr)
         elif nbr_mode == "sum":
@@ -591,8 +589,9 @@ class Imputer:
         observed = np.ones(d.n_cells, dtype=bool)
         observed[targets] = False
         kk = min(k, width)
-        for s in np.unique(sections.astype(str)):
-            rows = np.flatnonzero(sections.astype(str) == s)
+        sections = sections.astype(str)
+        for s in np.unique(sections):
+            rows = np.flatnonzero(sections == s)
             pool = np.flatnonzero(observed & (self.section_labels == s))
             if pool.size == 0:
                 raise SlideError(f"section {s!r} has no observed cell left to impute from")
@@ -634,7 +633,7 @@ class Imputer:
         a_meas, a_imp = self._nbr_parts(all_t, t_nbr, target_global, n)
         return (a_meas @ self.data.counts).toarray().astype(np.float64) + a_imp @ imputed
 
-    def _nbr_sum_log(self, all_t, t_nbr, probs_nbr, library, target_global, n) -> np.ndarray:
+    def _nbr_sum_log(self, all_t, t_nbr, probs_nbr, library, theta_n, target_global, n) -> np.ndarray:
         """``draw="logmean"`` microenvironments: measured counts of observed members plus, for the target
         members, the model's expected log-normalised expression.
 
@@ -646,7 +645,6 @@ class Imputer:
         a_meas, a_imp = self._nbr_parts(all_t, t_nbr, target_global, n)
         offset = (a_meas @ self.data.counts).toarray().astype(np.float64)
         depth = a_imp @ np.asarray(library, dtype=np.float64)
-        _, theta_n = self.model.dispersions()
         return log_space_counts(probs_nbr * depth[:, None], theta_n, offset.sum(1) + depth, offset)
 
     # ------------------------------------------------------------------ API
