@@ -70,6 +70,22 @@ def test_generated_counts_are_a_choice(inpaint_widget, viewer):
     x = w.output.layers[K.IMPUTED_LAYER]
     assert w.output.uns["squint"]["impute"]["params"]["draw"] == "sample"
     assert np.all(x == np.round(x))  # generated counts are integers; expected counts are not
+    assert w.output.uns["squint"]["impute"]["params"]["residual"] is False  # no correction of generated counts
+
+
+def test_residual_correction_is_a_choice(inpaint_widget, viewer):
+    w = inpaint_widget
+    world, _ = _square(viewer, 0)
+    w.region.new_layer().add_polygons([world])
+    w.draw_combo.setCurrentText("logmean")
+    assert w.residual_check.isChecked()  # on by default
+    w.impute()
+    assert w.last_error is None, w.last_error
+    assert w.output.uns["squint"]["impute"]["params"]["residual"] is True
+    w.residual_check.setChecked(False)
+    w.impute()
+    assert w.last_error is None, w.last_error
+    assert w.output.uns["squint"]["impute"]["params"]["residual"] is False
 
 
 def test_impute_an_empty_area_places_new_cells(inpaint_widget, viewer):

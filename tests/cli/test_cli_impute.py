@@ -64,6 +64,14 @@ def test_impute_cli_writes_the_documented_layout(files):
     assert res.obsm["spatial"].shape == (res.n_obs, 2)
     params = res.uns["squint"]["impute"]["params"]
     assert params["method"] == "context" and params["polygons"].endswith("regions.geojson")
+    assert params["draw"] == "logmean" and params["residual"] is True
+    # --no-residual: the model's own prediction, a different profile
+    plain = files["root"] / "plain.h5ad"
+    assert main(["impute", str(files["model"]), str(files["data"]), "--polygons", str(files["polygons"]),
+                 "--out", str(plain), "--no-residual"]) == 0
+    alone = ad.read_h5ad(plain)
+    assert alone.uns["squint"]["impute"]["params"]["residual"] is False
+    assert not np.allclose(alone.layers["imputed"], res.layers["imputed"])
 
 
 def test_impute_cli_oneshot_and_errors(files, capsys):
@@ -105,12 +113,14 @@ def test_impute_cli_rejects_a_model_trained_on_other_genes(files, capsys):
 def test_benchmark_cli_tiny(files):
     out = files["root"] / "bench"
     rc = main(["benchmark", "impute", str(files["data"]), "--section", "section_0", "--seeds", "1", "--epochs", "1",
-               "--variants", "squint", "--methods", "infill", "--no-sample", "--out", str(out),
+               "--first-seed", "4", "--variants", "squint", "--methods", "infill", "--no-sample", "--out", str(out),
                "--option", "hidden=16", "--option", "latent=8", "--option", "codebook_size=4",
                "--option", "batch_size=256", "--option", "kmeans_cells=1000"])
     assert rc == 0
     res = json.loads((out / "impute_patches.json").read_text())
     assert "SQuINT (infill)" in res["summary"]["X"]
+    assert "SQuINT (infill) logmean w/o residual" in res["summary"]["X_nbr"]
+    assert res["config"]["seeds"] == [4]
     assert res["config"]["options"]["hidden"] == 16
     assert (out / "impute_patches.md").read_text().count("| neighbourhood average |") == 2
 

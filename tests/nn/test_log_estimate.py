@@ -58,3 +58,20 @@ def test_moment_matching():
     th = moment_matched_theta(np.array([2.0, 2.0, 0.0]), np.array([5.5, 1.0, 0.0]))
     assert th[0] == pytest.approx(4.0 / 3.5)
     assert th[1] == 1e6 and th[2] == 1e6  # no over-dispersion: practically Poisson
+
+
+def test_log_space_counts_shift_moves_the_log_normalised_value():
+    mu = np.array([[0.3, 5.0, 60.0], [0.5, 1.0, 2.0]])
+    theta = np.array([0.8, 2.0, 3.0])
+    lib = np.array([260.0, 120.0])
+    s = 1e4 / lib[:, None]
+    np.testing.assert_allclose(log_space_counts(mu, theta, lib, shift=np.zeros_like(mu)), log_space_counts(mu, theta, lib))
+    shift = np.array([[0.5, -0.2, np.log(2.0)], [-50.0, 0.0, 1.0]])
+    x = log_space_counts(mu, theta, lib, shift=shift)
+    y = expected_log1p(mu, theta, s) + shift
+    np.testing.assert_allclose(np.log1p(x[0] * s[0]), y[0])
+    assert x[1, 0] == 0.0  # far below zero on the log scale: zero counts, never negative
+    # with known counts (offset) the result never falls below them
+    off = np.array([[1.0, 2.0, 3.0], [4.0, 0.0, 1.0]])
+    xo = log_space_counts(mu, theta, lib, off, shift=-5.0 * np.ones_like(mu))
+    np.testing.assert_array_equal(xo, off)

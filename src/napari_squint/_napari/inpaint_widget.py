@@ -99,6 +99,11 @@ class InpaintWidget(SquintDock):
                                    "expected log-normalised expression (what analyses read); sample: generated "
                                    "counts, as spread as real cells; SQuINT only")
         form.addRow("profile", self.draw_combo)
+        self.residual_check = QCheckBox("correct by nearby measured cells")
+        self.residual_check.setChecked(True)
+        self.residual_check.setToolTip("add the model's error on the measured microenvironments nearest each cell "
+                                       "(log scale; logmean profile, SQuINT only)")
+        form.addRow(self.residual_check)
         self.fill_check = QCheckBox("place new cells in empty regions")
         self.fill_check.setChecked(True)
         form.addRow(self.fill_check)
@@ -156,6 +161,7 @@ class InpaintWidget(SquintDock):
         holdout = self.holdout_check.isChecked()
         method, fill_empty = self.method_combo.currentText(), self.fill_check.isChecked()
         draw = self.draw_combo.currentText()
+        residual = None if self.residual_check.isChecked() else False
         if s.model_kind == "cifm":  # CIFM has no context method (its default is the infill) and no count model
             method = "infill" if method == "context" else method
             draw = "mean"
@@ -187,7 +193,7 @@ class InpaintWidget(SquintDock):
                     else imp.Imputer(model, adata)
             yield ProgressEvent("impute", message="imputing")
             out = imputer.impute(regions=regions or None, mask=None if regions else mask, method=method,
-                                 fill_empty=fill_empty, draw=draw)
+                                 fill_empty=fill_empty, draw=draw, residual=residual)
             yield ProgressEvent("metrics", message="scoring against the measured cells")
             metrics = score(adata, out, genes=list(m.genes), layer=model.layer, section_key=s.section_key,
                             spatial_key=s.spatial_key, name=name)

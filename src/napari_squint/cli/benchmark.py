@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                    help="contiguous patches (Table 2) or random cells (appendix C.4)")
     b.add_argument("--patches", type=int, default=3, help="number of patches (default 3)")
     b.add_argument("--fraction", type=float, default=0.03, help="cells per patch, fraction of the section (0.03)")
-    b.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    b.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3): FIRST..FIRST+N-1")
+    b.add_argument("--first-seed", type=int, default=0, metavar="FIRST", help="first seed (default 0)")
     b.add_argument("--epochs", type=int, default=20)
     b.add_argument("--train-sections", default=None,
                    help="comma-separated sections to train and evaluate on (default: all)")
@@ -89,7 +90,7 @@ def run(args) -> int:
     sections = [s.strip() for s in args.train_sections.split(",")] if args.train_sections else None
     results = benchmark_impute(
         adata, section=args.section, sites=args.sites, n_patches=args.patches, fraction=args.fraction,
-        seeds=list(range(args.seeds)), sections=sections, epochs=args.epochs, variants=variants,
+        seeds=list(range(args.first_seed, args.first_seed + args.seeds)), sections=sections, epochs=args.epochs, variants=variants,
         impute_methods=[m.strip() for m in args.methods.split(",") if m.strip()], sampled=not args.no_sample,
         extra_methods=extra,
         section_key=common.section_key(args), spatial_key=args.spatial_key, options=options,

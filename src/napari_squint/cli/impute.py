@@ -21,6 +21,10 @@ def add_parser(sub) -> None:
                    help="expected counts (mean), counts whose log-normalisation is the expected log-normalised "
                         "expression (logmean), or generated counts (sample: a token drawn from the masked-code "
                         "head, then negative-binomial counts; seeded by --seed); default logmean for SQuINT, mean for CIFM")
+    p.add_argument("--no-residual", action="store_true",
+                   help="leave out the local residual correction (the model's error on the measured "
+                        "microenvironments nearest each cell, added on the log scale; on by default with --draw "
+                        "logmean): the model's own prediction")
     p.add_argument("--no-fill", action="store_true", help="error on polygons holding no cell instead of filling them")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the placement of new cells in empty polygons and of --draw sample")
@@ -42,7 +46,7 @@ def run(args) -> int:
     adata = common.read(args, args.data)
     out = Imputer(model, adata, align=args.align_genes).impute(
         regions=regions, method=args.method, nbr_mode=args.nbr or DEFAULT_NBR,
-        fill_empty=not args.no_fill, seed=args.seed, draw=args.draw)
+        fill_empty=not args.no_fill, seed=args.seed, draw=args.draw, residual=False if args.no_residual else None)
     out.uns["squint"]["impute"]["params"].update(model=str(args.model_dir), data=str(args.data),
                                                  polygons=str(args.polygons))
     write_h5ad(out, args.out)

@@ -172,7 +172,7 @@ except ImportError:  # pragma: no cover
     _expected_log1p_rows = _expected_log1p_rows_py
 
 
-def log_space_counts(mean, theta, library, offset=0.0, *, target_sum: float = 1e4) -> np.ndarray:
+def log_space_counts(mean, theta, library, offset=0.0, *, shift=None, target_sum: float = 1e4) -> np.ndarray:
     """Counts whose log-normalised value is the expected log-normalised value of ``offset + Y``.
 
     Parameters
@@ -184,23 +184,33 @@ def log_space_counts(mean, theta, library, offset=0.0, *, target_sum: float = 1e
         of the cell or microenvironment).
     offset
         ``(m, g)`` known counts (default 0).
+    shift
+        Optional ``(m, g)`` (or broadcastable) amount added to the expected
+        log-normalised value before it is turned back into counts (a
+        correction on that scale, e.g. :mod:`napari_squint.tasks.residual`);
+        the result never falls below ``offset``.
     target_sum
         The normalisation total (10,000, as everywhere in this package).
 
     Returns
     -------
-    ``(m, g)`` non-negative float64 counts ``expm1(E[log1p(s (offset + Y))]) / s``
+    ``(m, g)`` non-negative float64 counts ``expm1(E[log1p(s (offset + Y))] + shift) / s``
     with ``s = target_sum / library``.
     """
     library = np.asarray(library, dtype=np.float64).reshape(-1, 1)
     if np.any(library <= 0):
         raise ValueError("library must be positive for every row")
     s = target_sum / library
-    return np.maximum(np.expm1(expected_log1p(mean, theta, s, offset)) / s, 0.0)
+    y = expected_log1p(mean, theta, s, offset)
+    if shift is not None:
+        y += shift
+    np.expm1(y, out=y)
+    y /= s
+    return np.maximum(y, offset)
 
 
-def log_space_counts_from_moments(mean, var, library) -> np.ndarray:
+def log_space_counts_from_moments(mean, var, library, *, shift=None) -> np.ndarray:
     """:func:`log_space_counts` for a count distribution known by its mean and variance (``(m, g)`` each): a
     token mixture of negative binomials, matched to one negative binomial per gene
     (:func:`moment_matched_theta`)."""
-    return log_space_counts(mean, moment_matched_theta(mean, var), library)
+    return log_space_counts(mean, moment_matched_theta(mean, var), library, shift=shift)

@@ -34,7 +34,10 @@ counts) and their ``Σ`` rows (X_nbr as the sum above); their ``logmean``
 rows (``draw="logmean"``, the default output: counts whose log-normalisation is the model's
 expected log-normalised expression; X_nbr as measured members plus the
 log-space estimate of the held-out members, see
-:meth:`~napari_squint.tasks.impute.Imputer.impute_targets`);
+:meth:`~napari_squint.tasks.impute.Imputer.impute_targets`, then the local
+residual correction of :mod:`napari_squint.tasks.residual`) and, for the
+first variant, the same without that correction (``logmean w/o residual``,
+the model alone);
 ``SQuINT (context) sample`` and its ``Σ`` row (generated counts,
 ``draw="sample"``: a token drawn from the masked-code head, then
 negative-binomial counts with the learned dispersions); the
@@ -297,6 +300,10 @@ def iter_benchmark_impute(
                     res_l = imputer.impute_targets(test, method=meth, draw="logmean", nbr_mode="sum")
                     seconds[f"impute {vname} {meth} logmean"] = time.perf_counter() - t0
                     score(f"{label} logmean", res_l["imputed"], res_l["imputed_nbr"])
+                    if vi == 0:  # the model alone, without the local residual correction
+                        res_r = imputer.impute_targets(test, method=meth, draw="logmean", nbr_mode="sum",
+                                                       residual=False)
+                        score(f"{label} logmean w/o residual", res_r["imputed"], res_r["imputed_nbr"])
             if vi == 0 and first is not None:
                 label, res = first
                 if sampled:

@@ -53,6 +53,11 @@ turns tokens into gene proportions, scaled by an estimated read depth
     reproduce the spread of real cells (far better MMD and energy distance)
     but correlate much less with the truth (docs/imputation.md).
 
+With ``draw="logmean"`` both profiles then get the local residual
+correction (``residual=True``, :mod:`napari_squint.tasks.residual`): the
+model's error on the measured microenvironments nearest each target, added
+on the log-normalised scale.
+
 Read depth: a target's library is the median library of the observed cells
 of its section; its microenvironment's read depth sums the measured
 libraries of its observed members and the estimates of its targets.
@@ -97,6 +102,7 @@ from napari_squint.data.prepare import PreparedSlide
 from napari_squint.data.validate import SlideError
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import sample_nb
+from napari_squint.tasks.residual import clean_cells, microenvironment_residuals
 
 __all__ = ["DEFAULT_DRAW", "DEFAULT_METHOD", "DRAWS", "METHODS", "NBR_MODES", "REGION_KEY", "RING_KEY", "Imputer", "impute"]
 
@@ -363,7 +369,7 @@ class Imputer:
 
     def impute_targets(self, targets: np.ndarray, *, method: str | None = None, nbr_mode: str = DEFAULT_NBR,
                        created: list | None = None, substitute: str = "mean", draw: str | None = None,
-                       seed: int = 0) -> dict:
+                       residual: bool | None = None, seed: int = 0) -> dict:
         """Impute existing cells ``targets`` (and new cells), the engine behind :meth:`impute`.
 
         Parameters
@@ -385,6 +391,12 @@ class Imputer:
             ``"logmean"``, ``"mean"`` or ``"sample"`` (see the module
             docstring); None: :attr:`default_draw` (``"logmean"`` for SQuINT,
             ``"mean"`` for CIFM).
+        residual
+            Add the local residual correction
+            (:mod:`napari_squint.tasks.residual`: the model's error on the
+            measured microenvironments nearest each target, on the
+            log-normalised scale) to both imputed profiles. Needs a SQuINT
+            model and ``draw="logmean"``; None: True exactly then.
 
         Returns
         -------
@@ -406,6 +418,11 @@ class Imputer:
                              "use 'mean'")
         if self.kind == "cifm" and method == "context":
             raise ValueError("method='context' is for SQuINT models; CIFM imputes with 'infill' or 'oneshot'")
+        if residual is None:
+            residual = self.kind == "squint" and draw == "logmean"
+        elif residual and (self.kind != "squint" or draw != "logmean"):
+            raise ValueError(f"residual=True needs a SQuINT model and draw='logmean' (the correction is on the "
+                             f"log-normalised scale); got a {self.kind} model and draw={draw!r}")
         if self.kind == "cifm":
             return self._impute_targets_cifm(targets, method=method, nbr_mode=nbr_mode, created=created,
                                              substitute=substitute)
@@ -419,9 +436,9 @@ class Imputer:
         c_xy, c_sec, c_batch, c_nbr, c_cond, c_reg = self._created_rows(created, k=gc.k, n_rbf=gc.n_rbf,
                                                                          rbf_max=gc.rbf_max)
         n_new, all_t, t_nbr = self._all_targets(targets, c_nbr)
+        t_xy = np.concatenate([d.coords[targets]] + c_xy) if n_new else d.coords[targets]
+        t_sec = np.concatenate([self.section_labels[targets].astype(object), np.asarray(c_sec, dtype=object)])
         if method == "context":  # the model reads each target's nearest observed cells instead of its graph row
-            t_xy = np.concatenate([d.coords[targets]] + c_xy) if n_new else d.coords[targets]
-            t_sec = np.concatenate([self.section_labels[targets].astype(object), np.asarray(c_sec, dtype=object)])
             m_nbr = self._observed_context(t_xy, t_sec, targets, k=gc.k, width=d.nbr.shape[1])
         else:
             m_nbr = t_nbr
@@ -451,7 +468,7 @@ class Imputer:
         target_global[targets] = True
         sec_of = np.concatenate([self.section_labels[ex].astype(object), np.asarray(c_sec, dtype=object)])
         for s in np.unique(sec_of[is_target]):
-            obs = (self.section_labels == s) & ~target_global
+            obs = self._in_section(s) & ~target_global
             ref = self.library[obs] if obs.any() else self.library[~target_global]
             if ref.size == 0:
                 raise SlideError("every cell of the slide is a target: nothing is observed to impute from")
@@ -486,11 +503,13 @@ class Imputer:
                 masked[pos_t[sel]] = False
         if log:
             theta_n = self.model.dispersions()[1]
-            imputed = log_space_counts_from_moments(imputed, var, est[pos_t])
+            shift = self.local_correction(t_xy, t_sec.astype(str), target_global) if residual else None
+            imputed = log_space_counts_from_moments(imputed, var, est[pos_t], shift=shift)
             if nbr_mode == "sum":
-                imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], theta_n, target_global, n)
+                imputed_nbr = self._nbr_sum_log(all_t, t_nbr, probs_nbr, est[pos_t], theta_n, target_global, n,
+                                                shift=shift)
             else:
-                imputed_nbr = log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr)
+                imputed_nbr = log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr, shift=shift)
         elif nbr_mode == "sum":
             imputed_nbr = self._nbr_sum(all_t, t_nbr, imputed, target_global, n)
         out = {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": tokens, "rings": rings,
@@ -592,13 +611,20 @@ class Imputer:
         sections = sections.astype(str)
         for s in np.unique(sections):
             rows = np.flatnonzero(sections == s)
-            pool = np.flatnonzero(observed & (self.section_labels == s))
+            pool = np.flatnonzero(observed & self._in_section(s))
             if pool.size == 0:
                 raise SlideError(f"section {s!r} has no observed cell left to impute from")
             m = min(kk, pool.size)
-            _, nn = self._observed_tree(s, pool).query(xy[rows], k=m)
+            _, nn = self._observed_tree(s, pool).query(xy[rows], k=m, workers=-1)
             out[rows, :m] = pool[np.asarray(nn).reshape(rows.size, m)]
         return out
+
+    def _in_section(self, section: str) -> np.ndarray:
+        """(n,) bool mask of the cells of ``section`` (cached)."""
+        cache = self.__dict__.setdefault("_section_masks", {})
+        if section not in cache:
+            cache[section] = self.section_labels == section
+        return cache[section]
 
     def _observed_tree(self, section: str, pool: np.ndarray):
         """k-d tree of the observed cells ``pool`` of a section (kept while the pool stays the same)."""
@@ -633,19 +659,56 @@ class Imputer:
         a_meas, a_imp = self._nbr_parts(all_t, t_nbr, target_global, n)
         return (a_meas @ self.data.counts).toarray().astype(np.float64) + a_imp @ imputed
 
-    def _nbr_sum_log(self, all_t, t_nbr, probs_nbr, library, theta_n, target_global, n) -> np.ndarray:
+    def _nbr_sum_log(self, all_t, t_nbr, probs_nbr, library, theta_n, target_global, n, *,
+                     shift: np.ndarray | None = None) -> np.ndarray:
         """``draw="logmean"`` microenvironments: measured counts of observed members plus, for the target
         members, the model's expected log-normalised expression.
 
         The target members' counts are one negative binomial per gene: the mean is the decoder's
         microenvironment profile (``probs_nbr``, the token mixture's) times the summed read depth of the
         target members (``library``), the dispersion is the decoder's; the measured members are a known
-        offset (see :func:`napari_squint.nn.log_estimate.log_space_counts`).
+        offset (see :func:`napari_squint.nn.log_estimate.log_space_counts`). ``shift`` (t, g), the local
+        residual correction, is weighted by the target members' share of the read depth.
         """
         a_meas, a_imp = self._nbr_parts(all_t, t_nbr, target_global, n)
         offset = (a_meas @ self.data.counts).toarray().astype(np.float64)
         depth = a_imp @ np.asarray(library, dtype=np.float64)
-        return log_space_counts(probs_nbr * depth[:, None], theta_n, offset.sum(1) + depth, offset)
+        total = offset.sum(1) + depth
+        if shift is not None:
+            shift = shift * (depth / total)[:, None]
+        return log_space_counts(probs_nbr * depth[:, None], theta_n, total, offset, shift=shift)
+
+    def local_correction(self, xy: np.ndarray, sections: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The local residual correction (:mod:`napari_squint.tasks.residual`) at points ``xy`` (t, 2).
+
+        For each point, the mean residual of the ``k`` (the model's graph
+        ``k``) nearest measured cells of its section (``sections`` (t,)) whose
+        microenvironment holds no target (``targets`` (n,) bool). Residuals
+        do not depend on the targets, so each cell's is computed once and
+        cached. Returns float64 (t, g); zero rows for a section with no such
+        cell.
+        """
+        d = self.data
+        k = self.model.config.graph.k
+        out = np.zeros((len(xy), d.n_genes))
+        if not hasattr(self, "_resid"):
+            self._resid = np.zeros((d.n_cells, d.n_genes), dtype=np.float32)
+            self._resid_done = np.zeros(d.n_cells, dtype=bool)
+        clean = clean_cells(d.nbr, targets)
+        for s in np.unique(sections):
+            rows = np.flatnonzero(sections == s)
+            pool = np.flatnonzero(clean & self._in_section(s))
+            if pool.size == 0:
+                continue
+            tree = self._observed_tree(s, pool)
+            _, idx = tree.query(np.asarray(xy[rows], dtype=np.float64), k=min(k, pool.size), workers=-1)
+            cells = pool[np.asarray(idx).reshape(rows.size, -1)]
+            todo = np.unique(cells[~self._resid_done[cells]])
+            if todo.size:
+                self._resid[todo] = microenvironment_residuals(self.model, d, todo)
+                self._resid_done[todo] = True
+            out[rows] = self._resid[cells].mean(axis=1)
+        return out
 
     # ------------------------------------------------------------------ API
     def impute(
@@ -658,6 +721,7 @@ class Imputer:
         fill_empty: bool = True,
         seed: int = 0,
         draw: str | None = None,
+        residual: bool | None = None,
         key_added: str = K.IMPUTED_LAYER,
     ) -> AnnData:
         """Impute the cells inside ``regions`` (or ``mask``); fill empty regions with new cells.
@@ -687,6 +751,9 @@ class Imputer:
             ``"sample"`` (generated counts), see the module docstring; None:
             :attr:`default_draw` (``"logmean"`` for SQuINT, ``"mean"`` for
             CIFM, which has only expected counts).
+        residual
+            Local residual correction (:mod:`napari_squint.tasks.residual`);
+            None: on for SQuINT with ``draw="logmean"``.
         key_added
             Layer names: ``layers[key_added]`` and ``layers[key_added + '_nbr']``.
 
@@ -738,10 +805,14 @@ class Imputer:
             raise SlideError("no cell lies inside the regions")
         if targets.size == self.n_cells:
             raise SlideError("every cell of the slide is inside the regions: nothing is observed to impute from")
-        res = self.impute_targets(targets, method=method, nbr_mode=nbr_mode, created=created, seed=seed, draw=draw)
+        if residual is None:
+            residual = self.kind == "squint" and draw == "logmean"
+        res = self.impute_targets(targets, method=method, nbr_mode=nbr_mode, created=created, seed=seed, draw=draw,
+                                  residual=residual)
         out = self._to_anndata(res, targets, labels, empty, names, key_added)
         out.uns[K.UNS_KEY] = {"impute": {
             "params": {"method": method, "nbr_mode": nbr_mode, "fill_empty": fill_empty, "seed": seed, "draw": draw,
+                       "residual": bool(residual),
                        "key_added": key_added, "n_regions": len(names), "model_genes": len(self.model.genes),
                        "model_kind": self.kind},
             "n_cells": int(targets.size), "n_created": int(out.n_obs - targets.size),
@@ -794,6 +865,7 @@ def impute(
     fill_empty: bool = True,
     seed: int = 0,
     draw: str | None = None,
+    residual: bool | None = None,
     align: bool = False,
     key_added: str = K.IMPUTED_LAYER,
 ) -> AnnData:
@@ -811,4 +883,4 @@ def impute(
     """
     return Imputer(model, adata, align=align).impute(regions=regions, mask=mask, method=method, nbr_mode=nbr_mode,
                                                      fill_empty=fill_empty, seed=seed, draw=draw,
-                                                     key_added=key_added)
+                                                     residual=residual, key_added=key_added)
