@@ -25,14 +25,17 @@ from napari_squint.data.genes import align_genes, select_genes
 from napari_squint.data.prepare import PreparedSlide, prepare_slide
 from napari_squint.data.validate import SlideError
 from napari_squint.models.squint import SquintModule
+from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import nb_log_likelihood, sample_nb
 from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
-from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.train.code_head import iter_fit_code_head
 from napari_squint.train.config import SquintConfig
 from napari_squint.train.device import resolve_device
 from napari_squint.train.events import ProgressEvent, drive
 from napari_squint.train.loop import iter_train
+
+#: tokens a generated profile (draw="sample") is drawn among: the head's 16 most likely
+_SAMPLE_TOP = 16
 
 
 def poisson_deviance(x: torch.Tensor, mu: torch.Tensor) -> float:
@@ -470,8 +473,4 @@ class Squint:
         m = self.config.model
         return (f"Squint(genes={len(self.genes)}, sections={len(self.sections)}, codebook={m.codebook_size}x{m.heads} heads, "
                 f"latent={m.latent}, covariates={m.use_covariates}, device={self.device})")
-
-
-#: tokens a generated profile (draw="sample") is drawn among: the head's 16 most likely
-_SAMPLE_TOP = 16
 

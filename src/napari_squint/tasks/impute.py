@@ -243,8 +243,22 @@ class Imputer:
         else:
             self.section_labels = np.full(adata.n_obs, "", dtype=object)
         self._section_names = list(pd.unique(self.section_labels))
+        # caches: section masks, k-d trees of cell pools, and the residuals of measured cells (computed on demand)
+        self._section_masks: dict[str, np.ndarray] = {}
+        self._trees: dict = {}
+        self._resid: np.ndarray | None = None
+        self._resid_done: np.ndarray | None = None
 
     # ------------------------------------------------------------------ regions
+    def _resolve_residual(self, residual: bool | None, draw: str) -> bool:
+        """Whether the local residual correction applies: None means exactly for SQuINT with ``draw="logmean"``,
+        the only case it is defined for (True elsewhere is an error)."""
+        possible = self.kind == "squint" and draw == "logmean"
+        if residual and not possible:
+            raise ValueError(f"residual=True needs a SQuINT model and draw='logmean' (the correction is on the "
+                             f"log-normalised scale); got a {self.kind} model and draw={draw!r}")
+        return possible if residual is None else bool(residual)
+
     @property
     def default_method(self) -> str:
         """The method used when none is given: ``"context"`` for SQuINT, ``"infill"`` for CIFM (which has no
@@ -418,11 +432,7 @@ class Imputer:
                              "use 'mean'")
         if self.kind == "cifm" and method == "context":
             raise ValueError("method='context' is for SQuINT models; CIFM imputes with 'infill' or 'oneshot'")
-        if residual is None:
-            residual = self.kind == "squint" and draw == "logmean"
-        elif residual and (self.kind != "squint" or draw != "logmean"):
-            raise ValueError(f"residual=True needs a SQuINT model and draw='logmean' (the correction is on the "
-                             f"log-normalised scale); got a {self.kind} model and draw={draw!r}")
+        residual = self._resolve_residual(residual, draw)
         if self.kind == "cifm":
             return self._impute_targets_cifm(targets, method=method, nbr_mode=nbr_mode, created=created,
                                              substitute=substitute)
@@ -621,10 +631,9 @@ class Imputer:
 
     def _in_section(self, section: str) -> np.ndarray:
         """(n,) bool mask of the cells of ``section`` (cached)."""
-        cache = self.__dict__.setdefault("_section_masks", {})
-        if section not in cache:
-            cache[section] = self.section_labels == section
-        return cache[section]
+        if section not in self._section_masks:
+            self._section_masks[section] = self.section_labels == section
+        return self._section_masks[section]
 
     def _observed_tree(self, section: str, pool: np.ndarray):
         """k-d tree of the observed cells ``pool`` of a section (kept while the pool stays the same)."""
@@ -633,7 +642,7 @@ class Imputer:
         from scipy.spatial import cKDTree
 
         key = (section, hashlib.blake2b(pool.tobytes(), digest_size=16).hexdigest())
-        cache = self.__dict__.setdefault("_trees", {})
+        cache = self._trees
         if key not in cache:
             if len(cache) >= 8:
                 cache.clear()
@@ -691,7 +700,7 @@ class Imputer:
         d = self.data
         k = self.model.config.graph.k
         out = np.zeros((len(xy), d.n_genes))
-        if not hasattr(self, "_resid"):
+        if self._resid is None:
             self._resid = np.zeros((d.n_cells, d.n_genes), dtype=np.float32)
             self._resid_done = np.zeros(d.n_cells, dtype=bool)
         clean = clean_cells(d.nbr, targets)
@@ -805,8 +814,7 @@ class Imputer:
             raise SlideError("no cell lies inside the regions")
         if targets.size == self.n_cells:
             raise SlideError("every cell of the slide is inside the regions: nothing is observed to impute from")
-        if residual is None:
-            residual = self.kind == "squint" and draw == "logmean"
+        residual = self._resolve_residual(residual, draw)
         res = self.impute_targets(targets, method=method, nbr_mode=nbr_mode, created=created, seed=seed, draw=draw,
                                   residual=residual)
         out = self._to_anndata(res, targets, labels, empty, names, key_added)
