@@ -23,6 +23,14 @@ def test_open_viewer_with_slide_and_model(tissue, tiny_model, tmp_path):
         assert np.array_equal(s.adata.obs[K.TOKEN_KEY].astype(int), tiny_model.tokens(tissue, copy=True).obs[K.TOKEN_KEY].astype(int))
         assert docks["Tokens"].legend.count() > 1  # coloured by token on load
         assert all(d.session is s for d in docks.values())
+        from qtpy.QtWidgets import QApplication, QTabBar
+
+        from napari_squint._napari.hooks import main_window_of
+
+        QApplication.processEvents()
+        bars = [b for b in main_window_of(docks["Tokens"]).findChildren(QTabBar) if b.count() == len(DOCKS)]
+        assert len(bars) == 1  # one tab group
+        assert bars[0].tabText(bars[0].currentIndex()) == "Slide && model"  # front, "&" escaped for the tab bar
     finally:
         s.dirty = False
         viewer.close()

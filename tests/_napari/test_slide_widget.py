@@ -165,7 +165,9 @@ def test_closing_with_unsaved_work_asks_first(viewer, trained):
     s = trained.session
     asked = []
     s.ask_on_close = lambda sess: asked.append(sess) or "cancel"
-    window = viewer.window._qt_window
+    from napari_squint._napari.hooks import main_window_of
+
+    window = main_window_of(trained)
     assert window.close() is False  # refused: the work is not lost
     assert asked == [s] and s.dirty
     s.ask_on_close = lambda sess: asked.append(sess) or "discard"
@@ -178,7 +180,9 @@ def test_closing_with_save_writes_the_results(viewer, trained, tmp_path):
     s = trained.session
     s.source = {"format": "h5ad", "path": str(tmp_path / "in.h5ad")}
     s.ask_on_close = lambda sess: "save"
-    assert viewer.window._qt_window.close() is True
+    from napari_squint._napari.hooks import main_window_of
+
+    assert main_window_of(trained).close() is True
     assert (tmp_path / "in.squint.zarr" / "tables" / "squint_cells").is_dir()
     assert not s.dirty
 

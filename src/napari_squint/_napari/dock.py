@@ -5,17 +5,21 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_squint._napari.hooks import attach
+from napari_squint._napari.hooks import attach, guard_window, main_window_of, real_viewer
 from napari_squint._napari.layers import apply_colours, cell_layer_data, cell_layers
 from napari_squint._napari.workers import Job
 
@@ -26,16 +30,38 @@ class SquintDock(QWidget):
     Subclasses add their controls to ``self.body`` and override
     :meth:`refresh` to react to session changes (``what`` is ``"slide"``,
     ``"model"``, ``"tokens"``, ``"pick"``, ``"saved"``...).
+
+    The controls scroll inside the dock, so a tall dock never grows the
+    window. Once docked (by ``squint view``, a script or the Plugins menu),
+    the widget finds its main window through its Qt parents: it installs the
+    session's close guard there and joins the other squint docks of the same
+    area as a tab (:meth:`_tabify`).
     """
+
+    #: minimum width of the dock's contents: labels wrap rather than clip below it
+    MIN_WIDTH = 340
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = attach(napari_viewer)
+        self.viewer = real_viewer(napari_viewer)
+        self.session = attach(self.viewer)
         self.job: Job | None = None
         self.last_error: BaseException | None = None
         self._busy: list[QWidget] = []
-        self.body = QVBoxLayout(self)
+        self._watched = None
+        self._tab_pending = False
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        inner.setMinimumWidth(self.MIN_WIDTH)
+        self.scroll.setWidget(inner)
+        self.scroll.setMinimumWidth(self.MIN_WIDTH + 16)
+        outer.addWidget(self.scroll)
+        self.body = QVBoxLayout(inner)
         self.body.setContentsMargins(6, 6, 6, 6)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -63,6 +89,70 @@ class SquintDock(QWidget):
         self.body.addWidget(self.status)
         self.body.addStretch(1)
         self.refresh("init")
+
+    # ------------------------------------------------------------ docking
+    def event(self, e):  # noqa: D102 (Qt override)
+        if e.type() == QEvent.Type.ParentChange:
+            self._watch_parent()
+        return super().event(e)
+
+    def eventFilter(self, obj, e):  # noqa: N802 (Qt name): the QDockWidget around us was (re)parented
+        if obj is self._watched and e.type() == QEvent.Type.ParentChange:
+            self._docked()
+        return False
+
+    def _watch_parent(self) -> None:
+        parent = self.parentWidget()
+        if parent is not None and parent is not self._watched:
+            parent.installEventFilter(self)
+            self._watched = parent
+        self._docked()
+
+    def dock_widget(self) -> QDockWidget | None:
+        """The ``QDockWidget`` holding this widget, or None."""
+        w = self.parentWidget()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        return w
+
+    def _docked(self) -> None:
+        window = main_window_of(self)
+        if window is None:
+            return
+        guard_window(self.session, window)
+        if not self._tab_pending:  # after napari has finished adding the dock (it may resize the area)
+            self._tab_pending = True
+            QTimer.singleShot(0, self._tabify)
+
+    def _tabify(self) -> None:
+        """Join the first other squint dock of the same area as a tab, and come to the front."""
+        self._tab_pending = False
+        try:
+            window, mine = main_window_of(self), self.dock_widget()
+        except RuntimeError:  # deleted meanwhile
+            return
+        if window is None or mine is None:
+            return
+        title = mine.windowTitle()
+        if "&" in title and "&&" not in title:  # the tab bar reads "&" as a shortcut mark and hides it
+            mine.setWindowTitle(title.replace("&", "&&"))
+        if mine.isFloating():
+            return
+        area = window.dockWidgetArea(mine)
+        tabbed = set(map(id, window.tabifiedDockWidgets(mine)))
+        others = [d for d in window.findChildren(QDockWidget) if d is not mine and not d.isFloating()
+                  and isinstance(d.widget(), SquintDock) and window.dockWidgetArea(d) == area]
+        if others and not any(id(d) in tabbed for d in others):
+            window.tabifyDockWidget(others[0], mine)
+            mine.show()
+            mine.raise_()
+
+    def bring_forward(self) -> None:
+        """Make this dock the visible tab of its group."""
+        dock = self.dock_widget()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
 
     # ------------------------------------------------------------ session
     def _on_session(self, what: str) -> None:

@@ -1,6 +1,14 @@
 """Wire a session to its viewer: adopt slides added as layers, pick cells by clicking, guard closing.
 
-Called once per viewer by every squint widget (idempotent).
+:func:`attach` is called by every squint widget (idempotent per viewer).
+
+napari hands a widget opened from the Plugins menu a ``PublicOnlyProxy`` of
+the viewer (a ``wrapt.ObjectProxy``), a new proxy per widget. The widgets work
+on the viewer behind it (:func:`real_viewer`, wrapt's public ``__wrapped__``):
+one session per viewer whatever route docked a widget, no proxy in Qt calls,
+and no per-access frame inspection by the proxy. Nothing here reads napari's
+private attributes: the close guard is installed on the main window that the
+dock widget itself is parented to (:func:`guard_window`), found through Qt.
 """
 
 from __future__ import annotations
@@ -19,8 +27,18 @@ ON_CLOSE_ENV = "NAPARI_SQUINT_ON_CLOSE"
 _ATTACHED: set[int] = set()
 
 
+def real_viewer(viewer):
+    """The viewer behind napari's ``PublicOnlyProxy`` (the viewer itself when it is not proxied)."""
+    while True:
+        inner = getattr(viewer, "__wrapped__", None)
+        if inner is None or inner is viewer:
+            return viewer
+        viewer = inner
+
+
 def attach(viewer) -> Session:
-    """The viewer's session, hooked to its layers, mouse and window (once)."""
+    """The viewer's session, hooked to its layers and mouse (once per viewer, whatever proxy it comes in)."""
+    viewer = real_viewer(viewer)
     session = get_session(viewer)
     if id(session) in _ATTACHED:
         return session
@@ -29,12 +47,33 @@ def attach(viewer) -> Session:
         adopt_layer(session, layer)
     viewer.layers.events.inserted.connect(lambda event: adopt_layer(session, event.value))
     viewer.mouse_drag_callbacks.append(_click_picker(session))
-    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-    if window is not None:
-        guard = CloseGuard(session, window)
-        window.installEventFilter(guard)
-        session._close_guard = guard  # keep it alive with the session
     return session
+
+
+def main_window_of(widget):
+    """The ``QMainWindow`` a (docked) widget lives in, through Qt parents; None while it is not docked."""
+    from qtpy.QtWidgets import QMainWindow
+
+    w = widget
+    while w is not None:
+        if isinstance(w, QMainWindow):
+            return w
+        w = w.parentWidget()
+    return None
+
+
+def guard_window(session: Session, window) -> None:
+    """Install the session's close guard on ``window`` (a real ``QMainWindow``; once per window)."""
+    guard = session._close_guard
+    if guard is not None:
+        try:
+            if guard.parent() is window:
+                return
+        except RuntimeError:  # the old window (and its guard) was deleted
+            pass
+    guard = CloseGuard(session, window)
+    window.installEventFilter(guard)
+    session._close_guard = guard  # keep a reference with the session; Qt owns it through the window
 
 
 def adopt_layer(session: Session, layer) -> None:

@@ -23,6 +23,7 @@ def add_docks(viewer) -> dict:
         widget = getattr(importlib.import_module(module), cls)(viewer)
         viewer.window.add_dock_widget(widget, name=name, area="right", tabify=i > 0)
         docks[name] = widget
+    docks["Slide & model"].bring_forward()  # the first step is the front tab
     return docks
 
 
