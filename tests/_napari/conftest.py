@@ -121,6 +121,3 @@ def in_box():
     """``in_box(adata, section, bounds)``: the cells of a section inside slide bounds."""
     return _in_box
 
-
-def pytest_configure(config):
-    config.addinivalue_line("filterwarnings", "ignore:zarr v3 autosharding:UserWarning")

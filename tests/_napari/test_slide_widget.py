@@ -275,3 +275,18 @@ def test_file_open_and_save_through_napari(viewer, tissue, tmp_path, tiny_model)
     back = sd.read_zarr(out)
     assert K.TOKEN_KEY in back.tables["squint_cells"].obs
     s.dirty = False
+
+
+def test_saving_results_is_quiet(viewer, tissue, tmp_path, tiny_model):
+    import warnings
+
+    path = tmp_path / "q.h5ad"
+    tissue.write_h5ad(path)
+    w = _open(viewer, path)
+    w.session.set_model(tiny_model)
+    tiny_model.tokens(w.session.adata)
+    w.session.mark_changed("tokens")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert w.save_results() == tmp_path / "q.squint.zarr"
+    assert not [x for x in caught if "autosharding" in str(x.message)]

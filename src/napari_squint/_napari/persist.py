@@ -131,7 +131,12 @@ def save_results(session, path: str | Path | None = None) -> Path:
         if imputed is not None:
             write_h5ad(imputed, target.with_name(target.stem + ".imputed.h5ad"))
     else:
-        _save_zarr(session, target)
+        import anndata as ad
+
+        # anndata warns on every array it writes to zarr v3 unless the sharding choice is explicit: say no
+        # sharding (today's layout, readable by every version) once here instead of ~150 console warnings
+        with ad.settings.override(auto_shard_zarr_v3=False):
+            _save_zarr(session, target)
     session.source["saved_to"] = str(target)
     session.dirty = False
     session.notify("saved")
