@@ -27,7 +27,7 @@ from napari_squint.data.validate import SlideError
 from napari_squint.models.squint import SquintModule
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import nb_log_likelihood, sample_nb
-from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_squint.train.checkpoint import check_architecture, check_config_values, load_checkpoint, save_checkpoint
 from napari_squint.train.code_head import iter_fit_code_head
 from napari_squint.train.config import SquintConfig
 from napari_squint.train.device import resolve_device
@@ -436,18 +436,20 @@ class Squint:
                 "tokens_used": int(np.unique(tokens).size), "per_head_utilisation": util}
 
     # ------------------------------------------------------------ save / load
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (config, genes, sections, weights, history) atomically."""
         meta = {**self.meta, "version": __version__, "model": "squint", "sections": self.sections,
                 "section_key": self.section_key, "spatial_key": self.spatial_key, "layer": self.layer,
                 "allow_non_counts": self.allow_non_counts, "history": self.history}
+        # an existing folder is replaced only with overwrite=True and only when napari-squint wrote it
         return save_checkpoint(path, state_dict=self.module.state_dict(), config=self.config.to_dict(),
-                               genes=self.genes, meta=meta)
+                               genes=self.genes, meta=meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> Squint:
         """Load a saved model on any device, without unpickling."""
-        state, config, genes, meta = load_checkpoint(path)
+        state, config, genes, meta = load_checkpoint(path)  # checksum, finite weights, readable files
+        check_config_values(config, SquintConfig().to_dict(), path, meta=meta)  # types and sizes, before allocating
         if meta.get("model", "squint") != "squint":
             raise SlideError(f"{path} holds a {meta.get('model')!r} model, not SQuINT")
         cfg = SquintConfig.from_dict(config)
@@ -459,6 +461,8 @@ class Squint:
         self.history, self.meta = list(meta.get("history", [])), meta
         if not any(k.startswith("code_head.") for k in state):  # saved before the masked-code head existed
             self.config.model.code_head = False
+        check_architecture(lambda: SquintModule(len(genes), len(self.sections), cfg.graph.n_rbf, cfg.model), state,
+                           path, variable=("token_codes", "token_counts"))  # config, genes, sections vs weights
         self._build()
         for key in ("token_codes", "token_counts"):
             if key in state:  # their length depends on the training data

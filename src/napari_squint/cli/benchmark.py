@@ -14,11 +14,11 @@ def add_parser(sub) -> None:
     b.add_argument("--section", default=None, help="section holding the held-out sites (default: the largest)")
     b.add_argument("--sites", choices=["patches", "random"], default="patches",
                    help="contiguous patches (Table 2) or random cells (appendix C.4)")
-    b.add_argument("--patches", type=int, default=3, help="number of patches (default 3)")
+    b.add_argument("--patches", type=common.positive_int, default=3, help="number of patches (default 3)")
     b.add_argument("--fraction", type=float, default=0.03, help="cells per patch, fraction of the section (0.03)")
-    b.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3): FIRST..FIRST+N-1")
+    b.add_argument("--seeds", type=common.positive_int, default=3, help="number of seeds (default 3): FIRST..FIRST+N-1")
     b.add_argument("--first-seed", type=int, default=0, metavar="FIRST", help="first seed (default 0)")
-    b.add_argument("--epochs", type=int, default=20)
+    b.add_argument("--epochs", type=common.positive_int, default=20)
     b.add_argument("--train-sections", default=None,
                    help="comma-separated sections to train and evaluate on (default: all)")
     b.add_argument("--variants", default="all", help="SQuINT variants: 'all', 'none' or a comma-separated subset "
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="imputation methods scored (default context,infill,oneshot; the first also gets the "
                         "generated-counts rows)")
     b.add_argument("--no-sample", action="store_true", help="skip the generated-counts (sample) rows")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--threads", type=common.positive_int, default=None, help="torch CPU threads")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra SQuINT option for every variant, e.g. --option heads=8 (repeatable)")
     b.add_argument("--cifm", action="store_true",
@@ -62,8 +62,17 @@ def _options(items, flag: str) -> dict:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from napari_squint.cli.progress import TerminalProgress
+    from napari_squint.io.outputs import check_not_input, check_output, record_files
     from napari_squint.tasks.benchmark_impute import MODEL_VARIANTS, benchmark_impute, results_markdown, write_results
+
+    # --out is a results folder runs add files to: only this run's two files must be free (or the tool's own)
+    check_not_input(args.out, common.inputs(args))
+    stem = f"impute_{args.sites}"
+    for suffix in (".json", ".md"):
+        check_output(Path(args.out) / f"{stem}{suffix}", inputs=common.inputs(args), overwrite=args.overwrite)
 
     if args.variants == "all":
         variants = dict(MODEL_VARIANTS)
@@ -95,8 +104,8 @@ def run(args) -> int:
         extra_methods=extra,
         section_key=common.section_key(args), spatial_key=args.spatial_key, options=options,
         callback=TerminalProgress())
-    stem = f"impute_{args.sites}"
     js, md = write_results(results, args.out, stem=stem)
+    record_files([js, md])  # so a later --overwrite recognises them as the tool's own
     print(results_markdown(results))
     print(f"wrote {js} and {md}")
     return 0

@@ -34,3 +34,61 @@ def load_model(path, *, device=None):
     from napari_squint.api.load import load_any
 
     return load_any(path, device=device)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--epochs``, ``--batch-size``, ``--k``...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_genes(text: str, adata) -> str | int | list[str]:
+    """``--genes``: ``all``, a number of highly variable genes (at most the slide's), or comma-separated names."""
+    from napari_squint.data.validate import SlideError
+
+    text = str(text).strip()
+    if text.lower() == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        names = [g.strip() for g in text.split(",") if g.strip()]
+        missing = [g for g in names if g not in adata.var_names]
+        if missing:
+            raise SlideError(f"--genes {text!r}: {len(missing)} of {len(names)} gene names are not in the slide, "
+                             f"e.g. {missing[:5]} (give 'all', a number of highly variable genes, or "
+                             "comma-separated names of the slide's genes)") from None
+        return names
+    if n < 1 or n > adata.n_vars:
+        raise SlideError(f"--genes {n}: must lie between 1 and the slide's {adata.n_vars} genes (or 'all')")
+    return n
+
+
+def inputs(args) -> list:
+    """Every input path a command reads (data, model folder, polygons...), for the output checks."""
+    names = ("data", "model_dir", "polygons", "region", "holdout", "model")
+    return [getattr(args, n) for n in names if isinstance(getattr(args, n, None), str)]
+
+
+def output_folder(args, command: str):
+    """Stage ``--out`` as a folder of the tool's own (see :func:`napari_squint.io.outputs.output_folder`)."""
+    from napari_squint.io.outputs import output_folder as _folder
+
+    return _folder(args.out, inputs=inputs(args), overwrite=getattr(args, "overwrite", False), command=command)
+
+
+def final_paths(obj, stage, final):
+    """``obj`` (dicts, lists, strings) with paths inside the staging folder rewritten to the final folder."""
+    stage, final = str(stage), str(final)
+    if isinstance(obj, dict):
+        return {k: final_paths(v, stage, final) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [final_paths(v, stage, final) for v in obj]
+    if isinstance(obj, str) and obj.startswith(stage):
+        return final + obj[len(stage):]
+    return obj

@@ -20,25 +20,37 @@ from napari_squint import _constants as K
 from napari_squint.cli import common
 
 
-def save_figure(fig, path: Path, *, dpi: int = 110) -> str:
-    """Save and close a matplotlib figure as a 256-colour PNG (small files); returns the path."""
+def save_figure(fig, path: Path, *, dpi: int = 110, files=None) -> str:
+    """Save and close a matplotlib figure as a 256-colour PNG (small files), atomically; returns the path.
+
+    ``files``: an :class:`~napari_squint.io.outputs.OutputFiles` to stage the file in (published with the
+    command's other outputs); otherwise it is written to a temporary sibling and renamed onto ``path``.
+    """
     import io
 
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from napari_squint.io.outputs import atomic_path
+
+    path = Path(path)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
     buf.seek(0)
     img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    img.save(path, optimize=True)
+    if files is not None:
+        img.save(files.add(path), format="PNG", optimize=True)
+    else:
+        with atomic_path(path, record=False) as tmp:
+            img.save(tmp, format="PNG", optimize=True)
     return str(path)
 
 
 def add_dpi_option(p) -> None:
-    p.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures (default 110)")
+    p.add_argument("--dpi", type=common.positive_int, default=110, help="resolution of the PNG figures (default 110)")
 
 
 def add_parser(sub) -> None:
@@ -53,8 +65,8 @@ def add_parser(sub) -> None:
     p.add_argument("--condition-key", default=None, help="obs column of conditions (optional)")
     p.add_argument("--level-key", default=None,
                    help="obs column of levels for the co-occurrence map (default: the section key; e.g. z)")
-    p.add_argument("--top-n", type=int, default=50, help="tokens in the co-occurrence map (default 50)")
-    p.add_argument("--n-markers", type=int, default=10)
+    p.add_argument("--top-n", type=common.positive_int, default=50, help="tokens in the co-occurrence map (default 50)")
+    p.add_argument("--n-markers", type=common.positive_int, default=10)
     p.add_argument("--device", default=None)
     p.add_argument("--align-genes", action="store_true", help="fill genes the slide lacks with zeros")
     add_dpi_option(p)
@@ -66,6 +78,14 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    with common.output_folder(args, "explain") as out:
+        info = _run(args, out)
+    info = common.final_paths(info, out, args.out)
+    print(f"wrote {args.out}: {info['n_tokens']} tokens over {info['n_cells']} cells")
+    return 0
+
+
+def _run(args, out: Path) -> dict:
     from napari_squint.plot.tokens import (
         plot_cooccurrence,
         plot_programme_dotplot,
@@ -74,7 +94,6 @@ def run(args) -> int:
     )
     from napari_squint.tasks.explain import explain_tokens, programme_table, token_cooccurrence
 
-    out = Path(args.out)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     model = common.load_model(args.model_dir, device=args.device)
@@ -125,6 +144,5 @@ def run(args) -> int:
             "tokens_too_small_for_markers": len(summary.too_small),
             "top_tokens": summary.summary.head(10).reset_index().astype(str).to_dict("records"),
             "cooccurrence_levels": int(cooc.usage.shape[0]) if cooc is not None else 0, "files": written}
-    (out / "summary.json").write_text(json.dumps(info, indent=1))
-    print(f"wrote {out}: {info['n_tokens']} tokens over {adata.n_obs} cells")
-    return 0
+    (out / "summary.json").write_text(json.dumps(common.final_paths(info, out, args.out), indent=1))
+    return info

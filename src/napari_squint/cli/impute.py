@@ -36,9 +36,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from napari_squint.io.geojson import read_polygons
+    from napari_squint.io.outputs import check_output
     from napari_squint.io.write import write_h5ad
     from napari_squint.tasks.impute import DEFAULT_NBR, Imputer
 
+    check_output(args.out, inputs=common.inputs(args), overwrite=args.overwrite)  # before any work
     regions = read_polygons(args.polygons)
     model = common.load_model(args.model_dir, device=args.device)
     if not hasattr(model, "impute_cells"):
@@ -49,7 +51,7 @@ def run(args) -> int:
         fill_empty=not args.no_fill, seed=args.seed, draw=args.draw, residual=False if args.no_residual else None)
     out.uns["squint"]["impute"]["params"].update(model=str(args.model_dir), data=str(args.data),
                                                  polygons=str(args.polygons))
-    write_h5ad(out, args.out)
+    write_h5ad(out, args.out, overwrite=args.overwrite, inputs=common.inputs(args))
     n_new = int(out.obs["squint_created"].sum())
     info = out.uns["squint"]["impute"]
     created = f" + {n_new} new cells in empty polygons" if n_new else ""

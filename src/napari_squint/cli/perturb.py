@@ -50,17 +50,24 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from napari_squint.cli.explain import save_figure
     from napari_squint.io.geojson import read_polygons
+
+    regions = read_polygons(args.region)
+    with common.output_folder(args, "perturb") as out:  # a failed run leaves no folder behind
+        info = _run(args, out, regions)
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def _run(args, out: Path, regions) -> dict:
+    from napari_squint.cli.explain import save_figure
     from napari_squint.io.write import write_h5ad
     from napari_squint.plot.perturb import plot_perturbation_map, plot_token_proportions, plot_transitions
     from napari_squint.tasks.perturb import perturb, select_cells
 
-    out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     model = common.load_model(args.model_dir, device=args.device)
     adata = common.read(args, args.data)
-    regions = read_polygons(args.region)
     sk = common.section_key(args)
     key = args.cell_type_key
     cells = select_cells(adata, regions=regions, cell_type=args.replace, cell_type_key=key, section_key=sk,
@@ -95,6 +102,6 @@ def run(args) -> int:
     info = {**res.params, "replace": args.replace, "prototype": args.prototype, "responders": args.responders,
             "region": str(args.region), "files": files,
             "fraction_responders_changed": (res.n_changed_responders / res.n_responders) if res.n_responders else 0.0}
+    info = common.final_paths(info, out, args.out)
     (out / "summary.json").write_text(json.dumps(info, indent=1, default=str))
-    print(json.dumps(info, indent=1, default=str))
-    return 0
+    return info

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
                    help="keep cells with obs[KEY] == VALUE (repeatable), e.g. animal_id=1")
     p.add_argument("--z-range", nargs=2, type=float, default=None, metavar=("LO", "HI"),
                    help="keep levels with LO <= z <= HI")
-    p.add_argument("--epochs", type=int, default=None, help="override the model's epochs")
+    p.add_argument("--epochs", type=common.positive_int, default=None, help="override the model's epochs")
     p.add_argument("--holdout-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
     p.add_argument("--gene-groups", nargs="+", default=["10", "20", "50", "all"],
@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
     p.add_argument("--graph-3d", action="store_true",
                    help="also train on a 3D kNN graph linking adjacent levels and report both")
     p.add_argument("--z-scale", type=float, default=None, help="factor on z for the 3D graph (default: automatic)")
-    p.add_argument("--top-n", type=int, default=50, help="tokens in the co-occurrence map")
+    p.add_argument("--top-n", type=common.positive_int, default=50, help="tokens in the co-occurrence map")
     p.add_argument("--device", default=None)
     add_dpi_option(p)
     common.add_slide_options(p)
@@ -77,6 +77,13 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    with common.output_folder(args, "stack") as out:  # a failed run leaves no folder behind
+        info = _run(args, out)
+    print(json.dumps(info, indent=1, default=float))
+    return 0
+
+
+def _run(args, out: Path):
     from napari_squint.cli.explain import save_figure
     from napari_squint.cli.progress import TerminalProgress
     from napari_squint.plot.stack import plot_stack_report
@@ -84,7 +91,6 @@ def run(args) -> int:
     from napari_squint.tasks.explain import token_cooccurrence
     from napari_squint.tasks.stack import stack_imputation, z_levels
 
-    out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     template = common.load_model(args.model_dir, device=args.device)
     adata = common.read(args, args.data)
@@ -101,7 +107,7 @@ def run(args) -> int:
                            gene_groups=groups, graphs=graphs, z_scale=args.z_scale,
                            allow_non_counts=args.allow_non_counts, callback=TerminalProgress(), **opts)
     if res is None:
-        return 130
+        raise KeyboardInterrupt
     files = {}
     for g, rep in res.reports.items():
         rep.x.to_csv(out / f"report_{g}_x.csv")
@@ -128,6 +134,6 @@ def run(args) -> int:
             "template": str(args.model_dir), "epochs": first.model.config.train.epochs,
             "graph_stats": {g: r.graph_stats for g, r in res.reports.items()},
             "mean_over_levels": comp.to_dict("records"), "files": files}
+    info = common.final_paths(info, out, args.out)
     (out / "summary.json").write_text(json.dumps(info, indent=1, default=float))
-    print(json.dumps(info, indent=1, default=float))
-    return 0
+    return info

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("data")
     p.add_argument("--condition", required=True, help="obs column of the condition (patient, animal...)")
     p.add_argument("--group", required=True, help="the target group's value in that column")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=common.positive_int, default=5)
     p.add_argument("--method", choices=["frequency", "enrichment"], default="frequency",
                    help="frequency: most used tokens of the group (paper); enrichment: most enriched vs the "
                         "other groups (Fisher exact, BH)")
@@ -49,20 +49,53 @@ def _auto_cell_type(composition, min_cells: int = 10):
     return None if ok.empty else str(ok.sort_values("log2_ratio", ascending=False).index[0])
 
 
+def _outputs(out: Path) -> dict[str, Path]:
+    """Every file the command may write: OUT.h5ad and its siblings named after OUT's stem."""
+    stem = out.with_suffix("")
+    names = {"h5ad": out}
+    for key, suffix in (("enrichment", "_enrichment.csv"), ("composition_csv", "_composition.csv"),
+                        ("de", "_de.csv"), ("activation", "_activation.png"), ("tokens", "_tokens.png"),
+                        ("composition", "_composition.png"), ("volcano", "_volcano.png"),
+                        ("summary", "_summary.json")):
+        names[key] = stem.parent / f"{stem.name}{suffix}"
+    return names
+
+
 def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     from napari_squint.cli.explain import save_figure
-    from napari_squint.io.write import write_h5ad
+    from napari_squint.io.outputs import OutputFiles
     from napari_squint.plot.stratify import plot_activation, plot_composition, plot_enrichment, plot_volcano
     from napari_squint.tasks.stratify import stratify
 
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ValueError(f"--out {out} must end in .h5ad")
+    paths = _outputs(out)
+    staged = OutputFiles(inputs=common.inputs(args), overwrite=args.overwrite)
+    for p in paths.values():  # before any work: no file the tool did not write is ever replaced
+        staged.check(p)
     model = common.load_model(args.model_dir, device=args.device)
     adata = common.read(args, args.data)
+    if args.condition not in adata.obs:
+        raise ValueError(f"--condition {args.condition!r} is not a column of obs in {args.data} "
+                         f"(available: {list(map(str, adata.obs.columns))})")
+    groups = adata.obs[args.condition].astype(str)
+    if not (groups == str(args.group)).any():
+        values = sorted(set(groups))
+        raise ValueError(f"--group {args.group!r} is not a value of obs[{args.condition!r}] in {args.data} "
+                         f"(values: {values[:20]}{' ...' if len(values) > 20 else ''})")
+    with staged:  # every file is staged, then all are renamed into place; a failure leaves none behind
+        info = _run(args, model, adata, paths, staged, save_figure, stratify,
+                    (plot_activation, plot_composition, plot_enrichment, plot_volcano))
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def _run(args, model, adata, paths, staged, save_figure, stratify, plots) -> dict:
+    plot_activation, plot_composition, plot_enrichment, plot_volcano = plots
     model.tokens(adata, align=args.align_genes)
     ct_key = args.cell_type_key if args.cell_type_key in adata.obs else None
     de_type = None if str(args.de_cell_type).lower() in ("none", "auto") else args.de_cell_type
@@ -74,34 +107,32 @@ def run(args) -> int:
         auto = _auto_cell_type(res.composition)
         if auto is not None:
             res = stratify(adata, de_cell_type=auto, **kw)
-    write_h5ad(adata, out)
-    stem = out.with_suffix("")
-    base = stem.name
-    res.enrichment.to_csv(stem.parent / f"{base}_enrichment.csv")
-    files = {"h5ad": str(out)}
+    adata.write_h5ad(staged.add(paths["h5ad"]))
+    res.enrichment.to_csv(staged.add(paths["enrichment"]))
+    files = {"h5ad": str(paths["h5ad"])}
     sk = common.section_key(args)
     files["activation"] = save_figure(plot_activation(adata, section_key=sk, spatial_key=args.spatial_key,
                                                       group_key=args.condition,
                                                       title=f"activation: top-{args.top_k} tokens of "
                                                             f"{args.condition}={args.group} ({args.method})"),
-                                      stem.parent / f"{base}_activation.png", dpi=args.dpi)
+                                      paths["activation"], dpi=args.dpi, files=staged)
     files["tokens"] = save_figure(plot_enrichment(res.enrichment, res.top_tokens,
                                                   title=f"token usage: {args.condition}={args.group} vs rest"),
-                                  stem.parent / f"{base}_tokens.png", dpi=args.dpi)
+                                  paths["tokens"], dpi=args.dpi, files=staged)
     if res.composition is not None:
-        res.composition.to_csv(stem.parent / f"{base}_composition.csv")
+        res.composition.to_csv(staged.add(paths["composition_csv"]))
         if res.composition["n_high"].sum() and res.composition["n_low"].sum():
             files["composition"] = save_figure(plot_composition(res.composition, low=args.low, high=args.high),
-                                               stem.parent / f"{base}_composition.png", dpi=args.dpi)
+                                               paths["composition"], dpi=args.dpi, files=staged)
     if res.de is not None:
-        res.de.to_csv(stem.parent / f"{base}_de.csv", index=False)
-        files["volcano"] = save_figure(plot_volcano(res.de), stem.parent / f"{base}_volcano.png", dpi=args.dpi)
+        res.de.to_csv(staged.add(paths["de"]), index=False)
+        files["volcano"] = save_figure(plot_volcano(res.de), paths["volcano"], dpi=args.dpi, files=staged)
     a = res.activation
+    in_group = (adata.obs[args.condition].astype(str) == str(args.group)).to_numpy()
     info = {"top_tokens": [str(t) for t in res.top_tokens], "method": res.method,
             "n_low": int((a < args.low).sum()), "n_high": int((a > args.high).sum()),
-            "mean_activation_group": float(a[(adata.obs[args.condition].astype(str) == str(args.group)).to_numpy()].mean()),
-            "mean_activation_other": float(a[(adata.obs[args.condition].astype(str) != str(args.group)).to_numpy()].mean()),
+            "mean_activation_group": float(a[in_group].mean()),
+            "mean_activation_other": float(a[~in_group].mean()) if (~in_group).any() else float("nan"),
             "de_cell_type": res.params.get("de_cell_type"), "files": files}
-    (stem.parent / f"{base}_summary.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info, indent=1))
-    return 0
+    staged.add(paths["summary"]).write_text(json.dumps(info, indent=1))
+    return info

@@ -17,13 +17,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from napari_squint.io.outputs import check_output
     from napari_squint.io.write import write_h5ad
 
+    check_output(args.out, inputs=common.inputs(args), overwrite=args.overwrite)  # before any work
     model = common.load_model(args.model_dir, device=args.device)
     adata = common.read(args, args.data)
     from napari_squint.cli.progress import TerminalProgress
 
     model.tokens(adata, align=args.align_genes, callback=TerminalProgress())
-    write_h5ad(adata, args.out)
+    write_h5ad(adata, args.out, overwrite=args.overwrite, inputs=common.inputs(args))
     print(f"wrote {args.out}: {adata.obs['squint_token'].nunique()} tokens used over {adata.n_obs} cells")
     return 0

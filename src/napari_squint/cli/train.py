@@ -12,14 +12,15 @@ def add_parser(sub) -> None:
     p.add_argument("data", help=".h5ad or SpatialData .zarr")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--model", choices=["squint", "cifm"], default="squint")
-    p.add_argument("--genes", default="all", help="'all' or the number of highly variable genes")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--genes", default="all",
+                   help="'all', the number of highly variable genes, or comma-separated gene names")
+    p.add_argument("--epochs", type=common.positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--codebook-size", type=int, default=None)
-    p.add_argument("--heads", type=int, default=None)
-    p.add_argument("--k", type=int, default=None, help="nearest neighbours (default 8)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--codebook-size", type=common.positive_int, default=None)
+    p.add_argument("--heads", type=common.positive_int, default=None)
+    p.add_argument("--k", type=common.positive_int, default=None, help="nearest neighbours (default 8)")
+    p.add_argument("--batch-size", type=common.positive_int, default=None)
     p.add_argument("--no-covariates", action="store_true", help="the 'SQuINT w/o C' ablation")
     p.add_argument("--zero-mask", action="store_true", help="the zero-mask ablation (no learnable mask token)")
     p.add_argument("--holdout", default=None, help="GeoJSON polygons whose cells are excluded from training")
@@ -43,7 +44,10 @@ def options(args) -> dict:
 
 def run(args) -> int:
     from napari_squint.cli.progress import TerminalProgress
+    from napari_squint.io.outputs import check_output
 
+    # before any work: never onto or around an input, never over a folder the tool did not write
+    check_output(args.out, inputs=common.inputs(args), overwrite=args.overwrite, folder=True)
     adata = common.read(args, args.data)
     holdout = None
     if args.holdout:
@@ -52,7 +56,7 @@ def run(args) -> int:
         holdout = cells_in_regions(adata, read_polygons(args.holdout), section_key=common.section_key(args),
                                    spatial_key=args.spatial_key)
         print(f"holding out {int(holdout.sum())} cells inside {args.holdout}")
-    genes = args.genes if args.genes == "all" else int(args.genes)
+    genes = common.parse_genes(args.genes, adata)
     if args.distributed:
         from napari_squint.train.distributed import train_distributed_cli
 
@@ -68,7 +72,7 @@ def run(args) -> int:
         model = Squint(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
                        holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
     model.train(callback=TerminalProgress())
-    path = model.save(args.out)
+    path = model.save(args.out, overwrite=args.overwrite)
     summary = {"model": str(path), "history_last": model.history[-1] if model.history else None}
     print(json.dumps(summary, indent=1, default=float))
     return 0

@@ -39,7 +39,9 @@ def select_genes(
         n = int(genes)
         if n <= 0:
             raise SlideError(f"genes={n}: the number of highly variable genes must be positive")
-        if n >= adata.n_vars:
+        if n > adata.n_vars:
+            raise SlideError(f"genes={n}: the slide has only {adata.n_vars} genes (use 'all' for every gene)")
+        if n == adata.n_vars:
             return adata.var_names.tolist()
         import scanpy as sc
 

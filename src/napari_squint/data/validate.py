@@ -25,6 +25,60 @@ def get_counts(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def check_sparse_structure(X, *, where: str) -> None:
+    """A sparse matrix's arrays must agree before scipy touches them (a damaged file can crash scipy).
+
+    Checks: ``indptr`` has ``n_rows + 1`` entries, starts at 0, never decreases and ends at ``nnz``;
+    ``indices`` and ``data`` both hold ``nnz`` entries; every column (CSR) or row (CSC) index lies in
+    ``[0, n)``. Dense arrays and lazy matrices pass through (their shape is checked where they are read).
+
+    Raises
+    ------
+    SlideError
+        Naming ``where`` and what is wrong.
+    """
+    if not (sp.issparse(X) and X.format in ("csr", "csc")):
+        return
+    indptr, indices, data = np.asarray(X.indptr), np.asarray(X.indices), np.asarray(X.data)
+    n_major, n_minor = (X.shape if X.format == "csr" else X.shape[::-1])
+    _check_compressed(indptr, indices.size, data.size, n_major, where=where, kind=X.format)
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_minor):
+        bad = int(indices.max()) if int(indices.max()) >= n_minor else int(indices.min())
+        what = "column" if X.format == "csr" else "row"
+        raise SlideError(f"{where} is a damaged sparse matrix: {what} index {bad} lies outside [0, {n_minor}) "
+                         f"for shape {tuple(X.shape)}")
+
+
+def _check_compressed(indptr, n_indices: int, n_data: int, n_major: int, *, where: str, kind: str) -> None:
+    if indptr.ndim != 1 or indptr.size != n_major + 1:
+        raise SlideError(f"{where} is a damaged sparse matrix: indptr has {indptr.size} entries, expected "
+                         f"{n_major + 1} for {n_major} {'rows' if kind == 'csr' else 'columns'}")
+    if not np.issubdtype(indptr.dtype, np.integer):
+        raise SlideError(f"{where} is a damaged sparse matrix: indptr has dtype {indptr.dtype}")
+    if indptr.size and (indptr[0] != 0 or np.any(np.diff(indptr) < 0)):
+        raise SlideError(f"{where} is a damaged sparse matrix: indptr must start at 0 and never decrease")
+    if n_indices != n_data or (indptr.size and int(indptr[-1]) != n_indices):
+        raise SlideError(f"{where} is a damaged sparse matrix: {n_indices} indices, {n_data} values and "
+                         f"indptr ending at {int(indptr[-1]) if indptr.size else 0} must agree")
+
+
+def check_sparse_on_disk(group, shape, *, where: str, chunk: int = 10_000_000) -> None:
+    """:func:`check_sparse_structure` for a CSR/CSC group of an ``.h5ad`` file (h5py), read in chunks."""
+    kind = group.attrs.get("encoding-type", "")
+    kind = "csr" if "csr" in str(kind) else "csc" if "csc" in str(kind) else None
+    if kind is None or not all(k in group for k in ("indptr", "indices", "data")):
+        return
+    indptr = np.asarray(group["indptr"][:])
+    n_major, n_minor = (shape if kind == "csr" else shape[::-1])
+    _check_compressed(indptr, group["indices"].shape[0], group["data"].shape[0], n_major, where=where, kind=kind)
+    idx = group["indices"]
+    for start in range(0, idx.shape[0], chunk):
+        block = np.asarray(idx[start:start + chunk])
+        if block.size and (int(block.min()) < 0 or int(block.max()) >= n_minor):
+            raise SlideError(f"{where} is a damaged sparse matrix: an index lies outside [0, {n_minor}) for "
+                             f"shape {tuple(shape)}")
+
+
 def check_counts(X, *, where: str, allow_non_counts: bool = False, sample: int = 200_000) -> None:
     """Counts must be finite, non-negative integers.
 
@@ -39,6 +93,7 @@ def check_counts(X, *, where: str, allow_non_counts: bool = False, sample: int =
     sample
         Check at most this many stored values (seeded, evenly spaced) for integrality.
     """
+    check_sparse_structure(X, where=where)
     data = X.data if sp.issparse(X) else np.asarray(X).ravel()
     if data.size == 0:
         return
@@ -63,6 +118,14 @@ def check_counts(X, *, where: str, allow_non_counts: bool = False, sample: int =
         )
 
 
+def check_not_all_zero(X, *, where: str) -> None:
+    """Refuse a matrix whose every value is zero (nothing to learn; training would report a loss of 0)."""
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.size == 0 or not np.any(data):
+        raise SlideError(f"{where}: every cell has zero counts; check that the counts are in X (or name the "
+                         "counts layer with --layer / layer=)")
+
+
 def check_coordinates(adata: AnnData, spatial_key: str) -> np.ndarray:
     """Return (n, 2) float64 coordinates from ``adata.obsm[spatial_key]`` after checking them."""
     if spatial_key not in adata.obsm:
@@ -72,11 +135,20 @@ def check_coordinates(adata: AnnData, spatial_key: str) -> np.ndarray:
     coords = adata.obsm[spatial_key]
     if isinstance(coords, pd.DataFrame):
         coords = coords.to_numpy()
-    coords = np.asarray(coords, dtype=np.float64)
+    try:
+        coords = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise SlideError(f"adata.obsm[{spatial_key!r}] holds values that are not numbers ({err})") from None
     if coords.ndim != 2 or coords.shape[0] != adata.n_obs or coords.shape[1] < 2:
         raise SlideError(
             f"adata.obsm[{spatial_key!r}] has shape {coords.shape}; expected ({adata.n_obs}, 2)"
         )
+    if coords.shape[1] > 2:
+        import warnings
+
+        warnings.warn(f"adata.obsm[{spatial_key!r}] has {coords.shape[1]} columns: the first two are used as x, y "
+                      f"and the other {coords.shape[1] - 2} (e.g. z) are ignored; each section is treated as a plane",
+                      UserWarning, stacklevel=2)
     coords = coords[:, :2]
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
@@ -139,6 +211,7 @@ def validate_slide(
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     counts = get_counts(adata, layer)
     check_counts(counts, where=where, allow_non_counts=allow_non_counts)
+    check_not_all_zero(counts, where=where)
     coords = check_coordinates(adata, spatial_key)
     sections = check_sections(adata, section_key, min_cells=k + 1)
     return counts, coords, sections
@@ -159,3 +232,23 @@ def section_rows(labels: np.ndarray, section, key: str | None) -> tuple[str, np.
     if rows.size == 0:
         raise ValueError(f"section {section!r} not found in obs[{key!r}]")
     return section, rows
+
+
+def section_depth(library: np.ndarray, observed: np.ndarray, obs_names, section) -> float:
+    """The read depth given to imputed cells of ``section``: the median library of its observed cells.
+
+    Raises
+    ------
+    SlideError
+        The median is not positive (most observed cells there have zero counts); the message names the
+        section and some of the zero-count cells.
+    """
+    ref = np.asarray(library, dtype=np.float64)[observed]
+    depth = float(np.median(ref)) if ref.size else 0.0
+    if not depth > 0:
+        zero = np.flatnonzero(observed)[ref <= 0][:3]
+        names = [str(obs_names[i]) for i in zero]
+        raise SlideError(f"section {section!r}: the median read depth of its {ref.size} observed cells is {depth:g} "
+                         f"({int((ref <= 0).sum())} have zero counts, e.g. cells {names}); imputed cells there "
+                         "cannot be given a library size")
+    return depth

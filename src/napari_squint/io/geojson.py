@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from napari_squint.data.validate import SlideError
-from napari_squint.io.write import publish
 
 
 @dataclass
@@ -25,42 +22,100 @@ class Region:
     name: str = ""
 
 
+def _ring(ring, where: str, what: str) -> np.ndarray:
+    """A ring as an (m, 2) float array of distinct, finite vertices (closing vertex dropped)."""
+    if not isinstance(ring, (list, tuple)):
+        raise SlideError(f"{where}: {what} must be a list of [x, y] positions, found {type(ring).__name__}")
+    pts = []
+    for j, p in enumerate(ring):
+        if (not isinstance(p, (list, tuple)) or len(p) < 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p[:2])):
+            raise SlideError(f"{where}: {what}, position {j} is {p!r:.60}; expected [x, y] numbers")
+        pts.append((float(p[0]), float(p[1])))
+    xy = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(xy).all():
+        raise SlideError(f"{where}: {what} has NaN or infinite coordinates")
+    distinct = np.unique(xy, axis=0).shape[0]
+    if distinct < 3:
+        raise SlideError(f"{where}: {what} has fewer than 3 distinct vertices ({distinct}); a polygon needs at "
+                         "least 3 corners")
+    if len(xy) > 1 and (xy[0] == xy[-1]).all():
+        xy = xy[:-1]
+    return xy
+
+
 def _polygon(coords, where: str):
     from shapely.geometry import Polygon
     from shapely.validation import explain_validity
 
-    poly = Polygon(coords[0], holes=coords[1:] if len(coords) > 1 else None)
-    if not poly.is_valid:
-        raise SlideError(f"{where}: invalid polygon ({explain_validity(poly)}); self-intersecting polygons are not allowed")
+    if not isinstance(coords, (list, tuple)) or not coords:
+        raise SlideError(f"{where}: polygon coordinates must be a non-empty list of rings, found {coords!r:.60}")
+    rings = [_ring(r, where, "outer ring" if i == 0 else f"hole {i}") for i, r in enumerate(coords)]
+    poly = Polygon(rings[0], holes=rings[1:] or None)
     if poly.area <= 0:
-        raise SlideError(f"{where}: polygon has zero area")
+        raise SlideError(f"{where}: polygon has zero area (its vertices lie on one line)")
+    if not poly.is_valid:
+        raise SlideError(f"{where}: invalid polygon ({explain_validity(poly)}): edges that cross or touch are "
+                         "not allowed")
     return poly
 
 
 def read_polygons(path: str | Path) -> list[Region]:
-    """Read regions from a GeoJSON file (FeatureCollection, Feature, or a bare Polygon)."""
+    """Read regions from a GeoJSON file (FeatureCollection, Feature, or a bare Polygon / MultiPolygon).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    SlideError
+        Not JSON, not GeoJSON polygons, or a polygon that is not usable; the message names the file and the
+        feature index.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"polygon file not found: {path}")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SlideError(f"{path} is not a text file ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise SlideError(f"{path} is not valid JSON: {err}") from None
-    feats = doc.get("features") if doc.get("type") == "FeatureCollection" else [doc]
+    if not isinstance(doc, dict):
+        raise SlideError(f"{path}: the top level is a JSON {type(doc).__name__}; expected a GeoJSON object "
+                         "(a FeatureCollection, a Feature or a Polygon)")
+    if doc.get("type") == "FeatureCollection":
+        feats = doc.get("features")
+        if not isinstance(feats, list):
+            raise SlideError(f"{path}: 'features' must be a list, found {type(feats).__name__}")
+    else:
+        feats = [doc]
     regions = []
-    for i, f in enumerate(feats or []):
-        geom = f.get("geometry", f) if f.get("type") == "Feature" else f
+    for i, f in enumerate(feats):
         where = f"{path.name}, feature {i}"
+        if not isinstance(f, dict):
+            raise SlideError(f"{where}: expected a GeoJSON object, found {type(f).__name__}")
+        geom = f.get("geometry") if f.get("type") == "Feature" else f
+        if geom is None:
+            raise SlideError(f"{where}: geometry is null; every feature needs a Polygon geometry")
+        if not isinstance(geom, dict):
+            raise SlideError(f"{where}: geometry must be an object, found {type(geom).__name__}")
         props = f.get("properties") or {}
+        if not isinstance(props, dict):
+            raise SlideError(f"{where}: properties must be an object, found {type(props).__name__}")
         kind = geom.get("type")
+        coords = geom.get("coordinates")
         if kind == "Polygon":
-            polys = [geom["coordinates"]]
+            polys = [coords]
         elif kind == "MultiPolygon":
-            polys = geom["coordinates"]
+            if not isinstance(coords, list) or not coords:
+                raise SlideError(f"{where}: MultiPolygon coordinates must be a non-empty list of polygons")
+            polys = coords
         else:
             raise SlideError(f"{where}: geometry type {kind!r} is not a Polygon")
+        sec = props.get("section")
+        if isinstance(sec, (dict, list)):
+            raise SlideError(f"{where}: the 'section' property must be a name or number, found {sec!r:.60}")
         for p in polys:
-            sec = props.get("section")
             regions.append(Region(section=None if sec is None else str(sec), polygon=_polygon(p, where),
                                   name=str(props.get("name", f"region_{i}"))))
     if not regions:
@@ -68,9 +123,15 @@ def read_polygons(path: str | Path) -> list[Region]:
     return regions
 
 
-def write_polygons(regions: list[Region], path: str | Path) -> Path:
-    """Write regions as a GeoJSON FeatureCollection (atomically)."""
+def write_polygons(regions: list[Region], path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write regions as a GeoJSON FeatureCollection, atomically.
+
+    An existing file is replaced only with ``overwrite=True`` and only when napari-squint wrote it
+    (:mod:`napari_squint.io.outputs`).
+    """
     from shapely.geometry import mapping
+
+    from napari_squint.io.outputs import check_output, write_json
 
     feats = []
     for r in regions:
@@ -79,11 +140,8 @@ def write_polygons(regions: list[Region], path: str | Path) -> Path:
             props["section"] = r.section
         feats.append({"type": "Feature", "properties": props, "geometry": mapping(r.polygon)})
     doc = {"type": "FeatureCollection", "features": feats}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, default=lambda o: list(o))
-    publish(tmp, path)
+    path = check_output(path, overwrite=overwrite)
+    write_json(path, doc, indent=None, default=lambda o: list(o))
     return path
 
 

@@ -60,9 +60,7 @@ def read_slide(
         raise FileNotFoundError(f"slide file not found: {path}")
     spatial_key = spatial_key or K.SPATIAL_KEY
     if path.suffix == ".h5ad":
-        import anndata as ad
-
-        adata = ad.read_h5ad(path, backed="r" if backed else None)
+        adata = _read_h5ad(path, backed=backed)
         src = {"path": str(path), "format": "h5ad"}
     elif path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists():
         adata, src = _read_spatialdata(path, table_key=table_key, spatial_key=spatial_key, section_key=section_key,
@@ -83,6 +81,48 @@ def read_slide(
         raise SlideError(f"section key {section_key!r} not found in obs of {path} (columns: {list(adata.obs.columns)})")
     adata.uns["squint_source"] = src
     return adata
+
+
+def _read_h5ad(path: Path, *, backed: bool) -> AnnData:
+    """Read an ``.h5ad`` after checking its sparse matrices on disk; any failure names the file.
+
+    anndata reads a CSR matrix whose indices lie outside its shape without complaint, and scipy may then
+    crash the process, so the arrays are checked first (:func:`napari_squint.data.validate.check_sparse_on_disk`).
+    """
+    import anndata as ad
+    import h5py
+
+    from napari_squint.data.validate import check_sparse_on_disk
+
+    try:
+        with h5py.File(path, "r") as f:
+            for name in ["X", *(f"layers/{k}" for k in (f["layers"].keys() if "layers" in f else []))]:
+                if name in f and isinstance(f[name], h5py.Group):
+                    g = f[name]
+                    shape = tuple(int(v) for v in g.attrs.get("shape", ()))
+                    if len(shape) == 2:
+                        where = f"{path}: {'X' if name == 'X' else name.replace('layers/', 'layer ')}"
+                        check_sparse_on_disk(g, shape, where=where)
+    except SlideError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise SlideError(f"{path} cannot be read as an .h5ad file ({_short(err)})") from None
+    try:
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
+    except Exception as err:  # anndata's read errors take many types; the file is at fault, not the tool
+        raise SlideError(f"{path} cannot be read as an .h5ad file ({type(err).__name__}: {_short(err)})") from None
+    if not backed:
+        from napari_squint.data.validate import check_sparse_structure
+
+        check_sparse_structure(adata.X, where=f"{path}: X")
+        for key in adata.layers:
+            check_sparse_structure(adata.layers[key], where=f"{path}: layer {key!r}")
+    return adata
+
+
+def _short(err: BaseException, n: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _read_spatialdata(path: Path, *, table_key, spatial_key, section_key, lazy_layer: str | None = None):

@@ -8,8 +8,6 @@ new one is complete. Input files are never modified here.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,32 +37,18 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    if path.exists() and path.is_dir():
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+def write_h5ad(adata: AnnData, path: str | Path, *, overwrite: bool = False, inputs=()) -> Path:
+    """Write ``adata`` to ``path`` atomically.
 
+    An existing ``path`` is refused unless ``overwrite=True``, and even then only a file this package wrote
+    is replaced; ``inputs`` (paths the data came from) are never written to. See
+    :mod:`napari_squint.io.outputs`.
+    """
+    from napari_squint.io.outputs import atomic_path, check_output
 
-def write_h5ad(adata: AnnData, path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write ``adata`` to ``path`` atomically."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5ad", dir=path.parent)
-    os.close(fd)
-    try:
+    path = check_output(path, inputs=inputs, overwrite=overwrite)
+    with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -115,19 +99,21 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in str(name))
 
 
-def write_spatialdata(sdata, path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write a SpatialData object to a ``.zarr`` folder atomically."""
+def write_spatialdata(sdata, path: str | Path, *, overwrite: bool = False, inputs=()) -> Path:
+    """Write a SpatialData object to a ``.zarr`` folder atomically (built beside it, then swapped in).
+
+    The same rules as :func:`write_h5ad`: an existing store is replaced only with ``overwrite=True`` and only
+    when this package wrote it (its ``.squint-output.json`` marker).
+    """
+    from napari_squint.io.outputs import output_folder
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = tmp_dir / path.name
-    try:
-        sdata.write(tmp)
-        _replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with output_folder(path, inputs=inputs, overwrite=overwrite, command="write_spatialdata") as tmp:
+        target = tmp / path.name
+        sdata.write(target)
+        for child in target.iterdir():  # the store's content becomes the staging folder's
+            os.replace(child, tmp / child.name)
+        target.rmdir()
     return path
 
 

@@ -198,8 +198,10 @@ def log_space_counts(mean, theta, library, offset=0.0, *, shift=None, target_sum
     with ``s = target_sum / library``.
     """
     library = np.asarray(library, dtype=np.float64).reshape(-1, 1)
-    if np.any(library <= 0):
-        raise ValueError("library must be positive for every row")
+    if np.any(~(library > 0)):
+        bad = np.flatnonzero(~(library.ravel() > 0))
+        raise ValueError(f"library must be positive for every row: {bad.size} rows are not (row {int(bad[0])}: "
+                         f"{library.ravel()[bad[0]]:g})")
     s = target_sum / library
     y = expected_log1p(mean, theta, s, offset)
     if shift is not None:

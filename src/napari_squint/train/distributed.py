@@ -95,7 +95,7 @@ def train_distributed_cli(args, adata, *, holdout, genes, options) -> int:
 
         drive(model.iter_fit_code_head())  # on the whole slide, after the data-parallel training
         model.meta["distributed"] = {"world_size": world, "backend": dist.get_backend()}
-        model.save(args.out)
+        model.save(args.out, overwrite=getattr(args, "overwrite", False))
         print(f"rank 0 wrote {args.out} (world size {world})")
     dist.barrier()
     dist.destroy_process_group()
