@@ -31,6 +31,9 @@ def test_training_on_a_thread_keeps_the_event_loop_running(threaded, slide_widge
 
     w = slide_widget
     w.epochs_spin.setValue(3)
+    shown = []
+    show = w._show_progress
+    w._show_progress = lambda *a: shown.append(a) or show(*a)
     ticks: list[float] = []
     timer = _tick_timer(ticks)
     t0 = time.perf_counter()
@@ -49,6 +52,22 @@ def test_training_on_a_thread_keeps_the_event_loop_running(threaded, slide_widge
     assert len(ticks) >= 0.25 * elapsed / 0.02, (len(ticks), elapsed)
     assert gaps.max() < 0.5, f"the event loop stalled for {gaps.max():.2f} s"
     assert w.train_button.isEnabled() and not w.cancel_button.isEnabled()
+    # progress was shown in the dock itself (epoch, loss), and is gone now; the timing is the job's
+    assert any(text.startswith("epoch 3/3 · loss") for _, _, text in shown), shown[-3:]
+    assert any(m > 0 and v == m for v, m, _ in shown)
+    assert w.progress.isHidden() and w.progress_label.isHidden()
+    assert w.status.text().startswith("trained 3 epochs in ") and " in 0.0 s" not in w.status.text()
+
+
+def test_no_row_is_left_in_napari_activity_panel(threaded, slide_widget, qtbot, tiny):
+    from napari.utils import progress
+
+    w = slide_widget
+    w.epochs_spin.setValue(1)
+    job = w.train(**{k: v for k, v in tiny.items() if k != "epochs"})
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert w.last_error is None, w.last_error
+    assert not [p for p in progress._all_instances if "SQuINT" in str(getattr(p, "desc", ""))]
 
 
 def test_cancel_stops_training_and_keeps_the_previous_state(threaded, slide_widget, qtbot, tiny):
@@ -62,7 +81,8 @@ def test_cancel_stops_training_and_keeps_the_previous_state(threaded, slide_widg
     qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     assert job.cancelled
     assert w.session.model is None and K.TOKEN_KEY not in w.session.adata.obs
-    assert "cancelled" in w.status.text()
+    assert w.status.text() == "training SQuINT: cancelled"  # a message, nothing else
+    assert w.progress.isHidden() and w.progress_label.isHidden()
     assert w.train_button.isEnabled()
 
 

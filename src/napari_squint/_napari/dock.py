@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QFrame,
     QGroupBox,
     QLabel,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
@@ -21,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_squint._napari.hooks import attach, guard_window, main_window_of, real_viewer
 from napari_squint._napari.layers import apply_colours, cell_layer_data, cell_layers
-from napari_squint._napari.workers import Job
+from napari_squint._napari.workers import Job, ProgressTracker
 
 
 class SquintDock(QWidget):
@@ -65,6 +66,16 @@ class SquintDock(QWidget):
         self.body.setContentsMargins(6, 6, 6, 6)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        #: the running job's progress, in the dock itself (hidden while idle)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(10)
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        self.progress.setVisible(False)
+        self.progress_label.setVisible(False)
+        self._tracker: ProgressTracker | None = None
         self.session.subscribe(self._on_session)
         self.destroyed.connect(partial(_forget, self.session, self._on_session))
 
@@ -86,6 +97,8 @@ class SquintDock(QWidget):
         return b
 
     def finish_layout(self) -> None:
+        self.body.addWidget(self.progress_label)
+        self.body.addWidget(self.progress)
         self.body.addWidget(self.status)
         self.body.addStretch(1)
         self.refresh("init")
@@ -214,7 +227,15 @@ class SquintDock(QWidget):
             if on_cancel is not None:
                 on_cancel()
 
+        def event(ev):
+            self._show_progress(*self._tracker.update(ev))
+            if on_event is not None:
+                on_event(ev)
+
         def finished():
+            self._tracker = None
+            self.progress.setVisible(False)
+            self.progress_label.setVisible(False)
             for w in self._busy:
                 w.setEnabled(True)
             if cancel_button is not None:
@@ -225,11 +246,21 @@ class SquintDock(QWidget):
             w.setEnabled(False)
         if cancel_button is not None:
             cancel_button.setEnabled(True)
-        self.set_status(f"{desc}…")
-        self.job = Job(fn, desc=desc, on_event=on_event, on_done=done, on_error=self.error, on_cancel=cancelled,
+        self.set_status("")
+        self._tracker = ProgressTracker(desc)
+        self._show_progress(0, 0, f"{desc}…")
+        self.job = Job(fn, desc=desc, on_event=event, on_done=done, on_error=self.error, on_cancel=cancelled,
                        on_finish=finished)
         self.job.start()
         return self.job
+
+    def _show_progress(self, value: int, maximum: int, text: str) -> None:
+        self.progress.setRange(0, maximum)
+        if maximum:
+            self.progress.setValue(value)
+        self.progress_label.setText(text)
+        self.progress.setVisible(True)
+        self.progress_label.setVisible(True)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:

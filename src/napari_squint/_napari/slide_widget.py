@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
 
 from napari_squint import _constants as K
 from napari_squint._napari.dock import SquintDock, set_combo, show_cells
+from napari_squint._napari.workers import format_seconds, training_threads
 from napari_squint.train.config import ModelConfig, TrainConfig
 
 NO_SECTION = "(none: one section)"
@@ -279,7 +280,7 @@ class SlideModelWidget(SquintDock):
         if not self.require_slide():
             return None
         settings = self._read_settings()
-        opts = {**self.session.train_options, **overrides}
+        opts = {**training_threads(), **self.session.train_options, **overrides}
         adata = self.session.adata
         kind = self.model_choice()
         label = "CIFM" if kind == "cifm" else "SQuINT"
@@ -299,10 +300,6 @@ class SlideModelWidget(SquintDock):
             yield from model.iter_train()
             return (model, *(yield from _annotate(model, adata)))
 
-        def event(ev):
-            if ev.stage == "epoch":
-                self.set_status(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.metrics.get('loss', float('nan')):.3f}")
-
         def done(result):
             model, tokens, embedding = result
             what = self._write(tokens, embedding)
@@ -310,12 +307,11 @@ class SlideModelWidget(SquintDock):
             if what is not None:
                 self.session.mark_changed(what)
             last = model.history[-1] if model.history else {}
-            self.set_status(f"trained {len(model.history)} epochs in {self.job.seconds:.1f} s"
+            self.set_status(f"trained {len(model.history)} epochs in {format_seconds(self.job.elapsed())}"
                             + (f", loss {last['loss']:.3f}" if "loss" in last else "")
                             + (f". {CIFM_NO_TOKENS}" if what == "embedding" else ""))
 
-        return self.run_job(work, desc=f"training {label}", on_done=done, on_event=event,
-                            cancel_button=self.cancel_button)
+        return self.run_job(work, desc=f"training {label}", on_done=done, cancel_button=self.cancel_button)
 
     def _write(self, tokens, embedding) -> str | None:
         """Copy the tokens (SQuINT) or the embeddings (CIFM) into the slide; returns the session event to send."""

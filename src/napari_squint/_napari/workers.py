@@ -1,11 +1,13 @@
-"""Run engine work off the GUI thread, with a napari progress bar and cancel.
+"""Run engine work off the GUI thread, with progress and cancel.
 
 The engine's long operations are generators of
 :class:`~napari_squint.train.events.ProgressEvent` whose return value is the
 result (``Squint.iter_train``); short ones are plain functions. :class:`Job`
-drives either on a :func:`napari.qt.threading.create_worker` thread, turns the
-events into ``napari.utils.progress`` updates and calls the widget back on the
-GUI thread. Cancel asks the worker to stop at the next event.
+drives either on a :func:`napari.qt.threading.create_worker` thread and calls
+the widget back on the GUI thread; :class:`ProgressTracker` turns the events
+into what the dock's own progress bar shows (epoch, loss, time left). Nothing
+goes to napari's activity panel, so no row outlives a job. Cancel asks the
+worker to stop at the next event.
 
 Set ``NAPARI_SQUINT_SYNC=1`` to run every job synchronously on the calling
 thread (tests; the callbacks are the same).
@@ -51,16 +53,12 @@ class Job:
         ``on_finish()`` in every case, last.
     """
 
-    #: seconds a job runs before it gets a progress bar (quick jobs never show one: creating it repaints the window)
-    PROGRESS_DELAY = 0.5
-
     def __init__(self, fn: Callable[[], Any], *, desc: str, on_event=None, on_done=None, on_error=None,
                  on_cancel=None, on_finish=None):
         self.fn, self.desc = fn, desc
         self.on_event, self.on_done, self.on_error = on_event, on_done, on_error
         self.on_cancel, self.on_finish = on_cancel, on_finish
         self.worker = None
-        self.pbar = None
         self.cancelled = False
         self.running = False
         self.error: BaseException | None = None
@@ -124,39 +122,13 @@ class Job:
         worker.start()
 
     # ---------------------------------------------------------- callbacks
-    def _open_progress(self) -> None:
-        try:
-            from napari.utils import cancelable_progress
-
-            self.pbar = cancelable_progress(total=0, desc=self.desc)
-        except Exception:  # no napari progress outside a viewer context: the label still updates
-            self.pbar = None
-
     def _event(self, ev) -> None:
-        if self.pbar is None and time.perf_counter() - self._t0 > self.PROGRESS_DELAY:
-            self._open_progress()
-        if self.pbar is not None:
-            if getattr(self.pbar, "is_canceled", False) and not self.cancelled:
-                self.cancel()
-            if isinstance(ev, ProgressEvent):
-                if ev.total and ev.stage == "step":
-                    total = ev.total * max(ev.n_epochs, 1)
-                    done = max(ev.epoch - 1, 0) * ev.total + ev.step
-                    if self.pbar.total != total:
-                        self.pbar.total = total
-                    if done > self.pbar.n:
-                        self.pbar.update(done - self.pbar.n)
-                if ev.stage == "epoch" and ev.n_epochs:
-                    loss = ev.metrics.get("loss")
-                    tail = f" loss {loss:.3f}" if loss is not None else ""
-                    self.pbar.set_description(f"{self.desc}: epoch {ev.epoch}/{ev.n_epochs}{tail}")
-                elif ev.message:
-                    self.pbar.set_description(f"{self.desc}: {ev.message[:60]}")
         if self.on_event is not None:
             self.on_event(ev)
 
     def _returned(self, value) -> None:
         self.result = value
+        self.seconds = time.perf_counter() - self._t0
         if self.cancelled:
             return
         if self.on_done is not None:
@@ -172,16 +144,110 @@ class Job:
         if self.on_cancel is not None:
             self.on_cancel()
 
+    def elapsed(self) -> float:
+        """Seconds since the job started (its full duration once it has finished)."""
+        return time.perf_counter() - self._t0 if self.running else self.seconds
+
     def _finished(self) -> None:
         self.running = False
         self.seconds = time.perf_counter() - self._t0
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
         if self.on_finish is not None:
             self.on_finish()
+
+
+def training_threads() -> dict:
+    """Thread options for training inside napari: leave the GUI thread a core of its own.
+
+    Intra-op threads that take every core make the GUI thread (which holds
+    the GIL while it draws) and the training threads wait on each other. When
+    :mod:`napari_squint.train.threads` (the engine's thread policy) offers
+    ``gui_threads()``, its answer is used; otherwise one core fewer than the
+    process may use, and torch's default on two cores or fewer (one thread
+    would halve the speed there, and the GUI is idle while training runs).
+    """
+    try:
+        from napari_squint.train import threads as policy
+    except ImportError:
+        policy = None
+    if policy is not None and hasattr(policy, "gui_threads"):
+        return {"num_threads": int(policy.gui_threads())}
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"num_threads": n - 1} if n > 2 else {}
 
 
 def start_job(fn: Callable[[], Any], **kwargs) -> Job:
     """Create and start a :class:`Job`."""
     return Job(fn, **kwargs).start()
+
+
+def format_seconds(seconds: float) -> str:
+    """``"4.2 s"``, ``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f} s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+class ProgressTracker:
+    """What a dock's progress bar shows for a stream of :class:`ProgressEvent` (plain Python, no Qt).
+
+    :meth:`update` returns ``(value, maximum, text)``: ``maximum == 0`` means
+    "busy, no count yet" (k-means initialisation, building the graph);
+    training steps count over every epoch, and the text reads
+    ``epoch 2/10 · loss 1.234 · 1 min 05 s left``. The time left is the time per
+    step measured since the first step (so setup time does not distort it).
+    """
+
+    def __init__(self, desc: str, *, clock=time.perf_counter):
+        self.desc, self.clock = desc, clock
+        self.value, self.maximum, self.text = 0, 0, f"{desc}…"
+        self._first: tuple[float, int] | None = None
+        self._loss: float | None = None
+
+    def update(self, ev) -> tuple[int, int, str]:
+        if not isinstance(ev, ProgressEvent):
+            return self.value, self.maximum, self.text
+        if ev.stage in ("step", "epoch") and ev.n_epochs:
+            loss = ev.metrics.get("loss")
+            if loss is not None and ev.stage == "epoch":
+                self._loss = float(loss)
+            elif loss is not None and self._loss is None:
+                self._loss = float(loss)
+            if ev.stage == "step" and ev.total:
+                self.maximum = ev.total * ev.n_epochs
+                self.value = (ev.epoch - 1) * ev.total + ev.step
+            elif ev.stage == "epoch" and self.maximum:
+                self.value = ev.epoch * (self.maximum // ev.n_epochs)
+            parts = [f"epoch {ev.epoch}/{ev.n_epochs}"]
+            if self._loss is not None:
+                parts.append(f"loss {self._loss:.3f}")
+            left = self.seconds_left()
+            if left is not None:
+                parts.append(f"{format_seconds(left)} left")
+            self.text = " · ".join(parts)
+        elif ev.stage == "step" and ev.total:  # a task's own counted steps
+            self.maximum, self.value = ev.total, ev.step
+            left = self.seconds_left()
+            self.text = (ev.message or f"{self.desc}: {ev.step}/{ev.total}") + (
+                f" · {format_seconds(left)} left" if left is not None else "")
+        elif ev.message:
+            self.maximum, self.value = 0, 0
+            self._first = None
+            self.text = ev.message
+        return self.value, self.maximum, self.text
+
+    def seconds_left(self) -> float | None:
+        if not self.maximum:
+            return None
+        now = self.clock()
+        if self._first is None:
+            self._first = (now, self.value)
+            return None
+        t0, v0 = self._first
+        if self.value <= v0:
+            return None
+        return (now - t0) / (self.value - v0) * (self.maximum - self.value)
