@@ -75,8 +75,10 @@ def check_sparse_on_disk(group, shape, *, where: str, chunk: int = 10_000_000) -
     for start in range(0, idx.shape[0], chunk):
         block = np.asarray(idx[start:start + chunk])
         if block.size and (int(block.min()) < 0 or int(block.max()) >= n_minor):
-            raise SlideError(f"{where} is a damaged sparse matrix: an index lies outside [0, {n_minor}) for "
-                             f"shape {tuple(shape)}")
+            bad = int(block.max()) if int(block.max()) >= n_minor else int(block.min())
+            what = "column" if kind == "csr" else "row"
+            raise SlideError(f"{where} is a damaged sparse matrix: {what} index {bad} lies outside [0, {n_minor}) "
+                             f"for shape {tuple(shape)}")
 
 
 def check_counts(X, *, where: str, allow_non_counts: bool = False, sample: int = 200_000) -> None:
