@@ -48,3 +48,20 @@ def test_loss_decreases(tissue):
     h = m.train()
     assert h[-1]["nb_loss"] < h[0]["nb_loss"]
     assert all(np.isfinite(r["loss"]) for r in h)
+
+
+def test_same_seed_gives_the_reference_losses(tissue):
+    """The speed work (dense caches, per-epoch batch plans, fused NB likelihood and optimiser, thread policy) must
+    not change what a fixed seed trains: per-step losses recorded before it, within float tolerance."""
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).with_name("reference_losses.json")).read_text())
+    m = Squint(tissue, epochs=2, seed=0, **OPTS)
+    steps = []
+    m.train(callback=lambda e: steps.append(e.metrics["loss"]) if e.stage == "step" else None)
+    assert len(steps) == len(ref["step_losses"])
+    np.testing.assert_allclose(steps, ref["step_losses"], rtol=2e-3)
+    for got, want in zip(m.history, ref["epochs"]):
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, rtol=2e-3, err_msg=key)
