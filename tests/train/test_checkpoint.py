@@ -11,7 +11,8 @@ def test_roundtrip_gives_identical_tokens(tmp_path, trained_tiny, tissue):
     a = tissue.copy()
     trained_tiny.tokens(a)
     path = trained_tiny.save(tmp_path / "model")
-    assert {p.name for p in path.iterdir()} == {"model.safetensors", "config.json", "genes.txt", "meta.json"}
+    assert {p.name for p in path.iterdir()} == {"model.safetensors", "config.json", "genes.txt", "meta.json",
+                                                ".squint-output.json"}
     loaded = Squint.load(path, device="cpu")
     b = tissue.copy()
     loaded.tokens(b)
@@ -25,8 +26,8 @@ def test_no_pickle_in_checkpoint(tmp_path, trained_tiny):
     path = trained_tiny.save(tmp_path / "m")
     raw = (path / "model.safetensors").read_bytes()
     assert b"\x80\x04" not in raw[:64]  # not a pickle stream
-    # overwriting is atomic: no temp folders left behind
-    trained_tiny.save(tmp_path / "m")
+    # overwriting (of the tool's own folder, when asked) is atomic: no temp folders left behind
+    trained_tiny.save(tmp_path / "m", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
