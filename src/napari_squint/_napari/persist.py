@@ -126,10 +126,12 @@ def save_results(session, path: str | Path | None = None) -> Path:
             out.uns[K.UNS_KEY] = _plain(out.uns[K.UNS_KEY])
         if session.regions:
             out.uns["squint_regions"] = _regions_geojson(session.regions)
-        write_h5ad(out, target)
+        # the file dialog asked before replacing; still, only a file napari-squint wrote is ever replaced
+        inputs = [src_path] if src_path else []
+        write_h5ad(out, target, overwrite=True, inputs=inputs)
         imputed = session.results.get("impute")
         if imputed is not None:
-            write_h5ad(imputed, target.with_name(target.stem + ".imputed.h5ad"))
+            write_h5ad(imputed, target.with_name(target.stem + ".imputed.h5ad"), overwrite=True, inputs=inputs)
     else:
         import anndata as ad
 
