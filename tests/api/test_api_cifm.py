@@ -11,7 +11,7 @@ import torch
 
 from napari_squint.api.cifm import Cifm, NoTokensError, counts_from_log
 from napari_squint.data.synthetic import make_tissue
-from napari_squint.train.cifm_loop import CifmConfig
+from napari_squint.config import CifmConfig
 from napari_squint.train.events import Cancelled
 
 SMALL = dict(hidden=16, latent=8, layers=1, batch_size=128, tile_cells=64, device="cpu", seed=0)
@@ -59,8 +59,8 @@ def test_train_continues_and_is_cancellable(tissue):
     assert len(more) == 1
 
 
-def test_squint_only_options_warn_and_unknown_raise(tissue):
-    with pytest.warns(UserWarning, match="codebook_size"):
+def test_squint_options_and_unknown_options_raise(tissue):
+    with pytest.raises(ValueError, match="unknown CIFM option 'codebook_size'"):
         Cifm(tissue, codebook_size=16, epochs=1, **SMALL)
     with pytest.raises(ValueError, match="unknown CIFM option 'nonsense'"):
         Cifm(tissue, nonsense=1, **SMALL)
@@ -130,7 +130,7 @@ def test_tiled_inference_matches_whole_graph(trained, tissue):
     data = model.prepare(tissue)
     graph = model.graph_of(data)
     tiny = CifmConfig(**{**model.config.to_dict(), "infer_cells": 50})
-    from napari_squint.train.cifm_loop import reconstruct_tiled
+    from napari_squint.models.cifm_infer import reconstruct_tiled
 
     cells = np.flatnonzero(hold)
     a = reconstruct_tiled(model.module, graph, hold, cells, tiny, model.device)
@@ -209,9 +209,12 @@ def test_cli_train_model_cifm(tissue, tmp_path):
 
     path = tmp_path / "slide.h5ad"
     write_h5ad(tissue, path)
-    with pytest.warns(UserWarning, match="heads"):
-        rc = main(["train", str(path), "--out", str(tmp_path / "m"), "--model", "cifm", "--epochs", "1",
-                   "--device", "cpu", "--heads", "2", "--batch-size", "128", "--k", "6"])
+    # a SQuINT-only option is refused, naming it
+    assert main(["train", str(path), "--out", str(tmp_path / "bad"), "--model", "cifm", "--epochs", "1",
+                 "--device", "cpu", "--heads", "2"]) == 2
+    assert not (tmp_path / "bad").exists()
+    rc = main(["train", str(path), "--out", str(tmp_path / "m"), "--model", "cifm", "--epochs", "1",
+               "--device", "cpu", "--batch-size", "128", "--k", "6"])
     assert rc == 0
     model = Cifm.load(tmp_path / "m")
     assert model.config.epochs == 1 and model.config.k == 6 and len(model.history) == 1

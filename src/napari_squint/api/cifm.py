@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,24 +28,16 @@ import torch
 from anndata import AnnData
 
 from napari_squint import _constants as K
-from napari_squint import __version__
-from napari_squint.data.genes import align_genes, select_genes
-from napari_squint.data.prepare import GraphConfig, PreparedSlide, prepare_slide
-from napari_squint.data.validate import SlideError, section_rows
+from napari_squint.api.base import BaseModel
+from napari_squint.config import CifmConfig
+from napari_squint.data.cifm_batch import replace_rows
+from napari_squint.data.cifm_graph import CifmGraph, build_graph, graph_from_prepared
+from napari_squint.data.prepare import GraphConfig, PreparedSlide
+from napari_squint.data.validate import section_rows
 from napari_squint.models.cifm import CifmModule
-from napari_squint.train.checkpoint import load_checkpoint, save_checkpoint
-from napari_squint.train.cifm_loop import (
-    CifmConfig,
-    CifmGraph,
-    encode_tiled,
-    graph_from_prepared,
-    iter_train_cifm,
-    masked_loss,
-    reconstruct_tiled,
-    replace_rows,
-)
-from napari_squint.train.device import resolve_device
-from napari_squint.train.events import ProgressEvent, drive
+from napari_squint.models.cifm_infer import encode_tiled, masked_loss, reconstruct_tiled
+from napari_squint.train.cifm_loop import iter_train_cifm
+from napari_squint.train.events import ProgressEvent
 
 __all__ = ["Cifm", "CifmConfig", "NoTokensError", "benchmark_method", "counts_from_log", "make_benchmark_method"]
 
@@ -83,164 +74,64 @@ def counts_from_log(x_log: np.ndarray, library: np.ndarray) -> np.ndarray:
     return p * np.asarray(library, dtype=np.float64)[:, None]
 
 
-class Cifm:
+class Cifm(BaseModel):
     """CIFM: masked geometric autoencoder of cellular microenvironments.
 
-    Parameters
-    ----------
-    adata
-        Slide(s) with raw counts; sections are stacked and told apart by
-        ``obs[section_key]`` (each gets its own radius graph). Never modified.
-    section_key
-        obs column naming sections; ``None`` for a single section.
-    spatial_key
-        obsm key of the coordinates, in any unit (see ``radius``).
-    layer
-        Counts layer (default ``X``).
-    genes
-        ``"all"``, the number of highly variable genes, or a list of names.
-    holdout
-        ``(n,)`` bool mask of cells excluded from training (removed from the
-        training graph altogether).
-    config
-        A :class:`~napari_squint.train.cifm_loop.CifmConfig`; keyword options
-        (``radius=``, ``mask_ratio=``, ``hidden=``, ``latent=``, ``layers=``,
-        ``epochs=``, ``lr=``, ``batch_size=``, ``seed=``, ``device=``...) override
-        it. SQuINT-only options (``codebook_size``, ``heads``,
-        ``use_covariates``, ``learnable_mask``...) are ignored with a warning.
-    allow_non_counts
-        Accept non-integer (normalised) values.
+    Construction, training, ``prepare``, ``save`` and ``load`` are
+    :class:`~napari_squint.api.base.BaseModel`'s; ``config`` is a
+    :class:`~napari_squint.config.CifmConfig` and keyword options
+    (``radius=``, ``mask_ratio=``, ``hidden=``, ``latent=``, ``layers=``,
+    ``epochs=``, ``lr=``, ``batch_size=``, ``seed=``, ``device=``...) override
+    it; an option CIFM does not have raises ``ValueError``. Each section gets
+    its own radius graph; ``holdout`` cells are removed from the training
+    graph altogether.
     """
 
-    #: model family, for front-ends that handle SQuINT and CIFM models
     kind = "cifm"
+    label = "CIFM"
+    config_class = CifmConfig
+    has_tokens = False
+    #: no context method: CIFM reads its radius graph, not a kNN row it could swap
+    impute_methods = ("infill", "oneshot")
+    default_method = "infill"
+    #: no token distribution or count dispersion to draw from
+    draws = ("mean",)
+    default_draw = "mean"
 
-    def __init__(
-        self,
-        adata: AnnData | None,
-        *,
-        section_key: str | None = K.SECTION_KEY,
-        spatial_key: str = K.SPATIAL_KEY,
-        layer: str | None = None,
-        genes: int | str | Sequence[str] | None = "all",
-        holdout: np.ndarray | None = None,
-        config: CifmConfig | None = None,
-        allow_non_counts: bool = False,
-        **options,
-    ):
-        self.config = (config or CifmConfig()).update(**options)
-        self.section_key, self.spatial_key, self.layer = section_key, spatial_key, layer
-        self.allow_non_counts = allow_non_counts
-        self.device = resolve_device(self.config.device)
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        self.history: list[dict] = []
-        self.meta: dict = {}
-        self.data: PreparedSlide | None = None
+    def __init__(self, adata: AnnData | None, **kwargs):
         self.graph: CifmGraph | None = None
-        self._optimizer: torch.optim.Optimizer | None = None
-        if adata is None:  # used by load()
-            return
-        if section_key is not None and section_key not in adata.obs:
-            raise SlideError(f"section key {section_key!r} not found in adata.obs "
-                             f"(columns: {list(adata.obs.columns)})")
-        train_adata = adata
-        if holdout is not None:
-            holdout = np.asarray(holdout, dtype=bool)
-            if holdout.shape != (adata.n_obs,):
-                raise SlideError(f"holdout mask has shape {holdout.shape}; expected ({adata.n_obs},)")
-            if holdout.all():
-                raise SlideError("holdout covers every cell: nothing is left to train on")
-            train_adata = adata[~holdout]
-        self.genes = select_genes(train_adata, genes, layer=layer,
-                                  batch_key=section_key if isinstance(genes, int) and section_key else None)
-        t0 = time.perf_counter()
-        self.data = prepare_slide(train_adata, self.genes, section_key=section_key, spatial_key=spatial_key,
-                                  layer=layer, graph=self._graph_config(), allow_non_counts=allow_non_counts)
+        super().__init__(adata, **kwargs)
+
+    # ------------------------------------------------------------------ hooks
+    def graph_config(self) -> GraphConfig:
+        return self.config.graph_config()
+
+    def _after_prepare(self) -> None:
         self.graph = graph_from_prepared(self.data, self.config)
-        self.sections = list(self.data.sections)
-        self.meta.update(prepare_seconds=time.perf_counter() - t0, n_train_cells=int(self.data.n_cells),
-                         radius=[float(r) for r in self.graph.radius],
-                         mean_degree=self.graph.mean_degree(),
-                         heldout_cells=adata.obs_names[holdout].tolist() if holdout is not None else [])
-        self._build()
+        self.meta.update(radius=[float(r) for r in self.graph.radius], mean_degree=self.graph.mean_degree())
+
+    def _make_module(self, n_genes: int, n_sections: int) -> CifmModule:
+        c = self.config
+        # coordinates reach the module already in median-NN units (data/cifm_graph.py)
+        return CifmModule(n_genes, hidden=c.hidden, latent=c.latent, n_layers_enc=c.layers, n_layers_dec=c.layers,
+                          act=c.act, coord_scale=c.coord_scale, length_scale=1.0)
+
+    def _init_from_data(self) -> None:
         self.module.init_output(np.asarray(self.data.x_in.mean(0)).ravel())
 
-    def _graph_config(self) -> GraphConfig:
-        c = self.config
-        return GraphConfig(k=c.k, max_degree=c.max_degree, tile_cells=c.tile_cells)
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def _build(self) -> None:
-        c = self.config
-        torch.manual_seed(c.seed)
-        # coordinates reach the module already in median-NN units (train/cifm_loop.py)
-        self.module = CifmModule(len(self.genes), hidden=c.hidden, latent=c.latent, n_layers_enc=c.layers,
-                                 n_layers_dec=c.layers, act=c.act, coord_scale=c.coord_scale,
-                                 length_scale=1.0).to(self.device)
+    def _iter_epochs(self, start: int, stop: int, optimizer: torch.optim.Optimizer):
+        cfg = replace(self.config, epochs=stop)
+        return iter_train_cifm(self.module, self.graph, np.arange(self.data.n_cells), cfg, self.device,
+                               optimizer=optimizer, start_epoch=start)
 
-    # ------------------------------------------------------------------ train
-    def iter_train(self, *, epochs: int | None = None):
-        """Generator of :class:`ProgressEvent`; its return value is the new history.
-
-        Runs ``epochs`` (default ``config.epochs``) epochs; a second call
-        continues from the current weights and optimiser state, numbering
-        epochs after the previous ones (as ``Squint.train`` continues too).
-        Closing the generator (cancelling) keeps the finished epochs.
-        """
-        if self.data is None:
-            raise RuntimeError("this model was loaded without training data; create Cifm(adata) to train")
-        if epochs is not None:
-            self.config.epochs = int(epochs)
-        start = len(self.history)
-        cfg = replace(self.config, epochs=start + int(self.config.epochs))
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        yield ProgressEvent("prepare", message=(
-            f"{self.data.n_cells} cells, {len(self.genes)} genes, {len(self.sections)} sections, "
-            f"radius graph mean degree {self.graph.mean_degree():.1f} on {self.device}"))
-        gen = iter_train_cifm(self.module, self.graph, np.arange(self.data.n_cells), cfg, self.device,
-                              optimizer=self._optimizer, start_epoch=start)
-        history: list[dict] = []
-        try:
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration:
-                    break
-                if ev.stage == "epoch":  # keep finished epochs even if cancelled later
-                    history.append(ev.metrics)
-                    self.history.append(ev.metrics)
-                yield ev
-        finally:
-            gen.close()
-        return history
-
-    def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[dict]:
-        """Train the model; returns the per-epoch history of this call (partial when cancelled)."""
-        n_before = len(self.history)
-        t0 = time.perf_counter()
-        _, cancelled = drive(self.iter_train(epochs=epochs), callback=callback, should_stop=should_stop)
-        self.meta["train_seconds"] = self.meta.get("train_seconds", 0.0) + time.perf_counter() - t0
-        self.meta["cancelled"] = cancelled
-        return self.history[n_before:]
+    def _describe(self) -> str:
+        return (f"{self.data.n_cells} cells, {len(self.genes)} genes, {len(self.sections)} sections, "
+                f"radius graph mean degree {self.graph.mean_degree():.1f} on {self.device}")
 
     # -------------------------------------------------------------- inference
-    def prepare(self, adata: AnnData, *, align: bool = False) -> PreparedSlide:
-        """Arrays of a slide for this model (model genes; the slide's own sections).
-
-        CIFM has no section embedding, so the slide's sections need not be the
-        training ones; each keeps its own graph.
-        """
-        if align:
-            adata = align_genes(adata, self.genes, layer=self.layer)
-            layer = None
-        else:
-            layer = self.layer
-        section_key = self.section_key if (self.section_key and self.section_key in adata.obs) else None
-        return prepare_slide(adata, self.genes, section_key=section_key, spatial_key=self.spatial_key,
-                             layer=layer, graph=self._graph_config(), allow_non_counts=self.allow_non_counts)
-
     def graph_of(self, data: PreparedSlide) -> CifmGraph:
         """The radius graph of prepared data (the training graph for ``self.data``)."""
         if data is self.data and self.graph is not None:
@@ -263,13 +154,6 @@ class Cifm:
         cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
         graph = graph or self.graph_of(data)
         return reconstruct_tiled(self.module, graph, masked, cells, self.config, self.device)
-
-    @staticmethod
-    def _check_mask(data: PreparedSlide, masked) -> np.ndarray:
-        masked = np.asarray(masked, dtype=bool)
-        if masked.shape != (data.n_cells,):
-            raise ValueError(f"masked has shape {masked.shape}; expected ({data.n_cells},)")
-        return masked
 
     def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None,
                cells: np.ndarray | None = None, decode: bool = False) -> dict[str, np.ndarray]:
@@ -406,8 +290,6 @@ class Cifm:
         dict with ``imputed`` (m, g) expected counts, ``x_log`` (m, g)
         normalised log expression and ``coords`` (m, 2).
         """
-        from napari_squint.train.cifm_loop import build_graph
-
         coords = np.asarray(coords, dtype=np.float64)
         if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
             raise ValueError(f"coords must be a finite (m, 2) array, got shape {coords.shape}")
@@ -483,33 +365,6 @@ class Cifm:
         raise NoTokensError(
             "CIFM has no tokens (no codebook): use Cifm.embed(adata) for obsm['cifm_microenv'] and "
             "obsm['cifm_cell'] embeddings and cluster them, or train a Squint model for tokens")
-
-    # ------------------------------------------------------------ save / load
-    def save(self, path: str | Path) -> Path:
-        """Write the model folder (config, genes, sections, safetensors weights, history) atomically."""
-        meta = {**self.meta, "version": __version__, "model": "cifm", "sections": self.sections,
-                "section_key": self.section_key, "spatial_key": self.spatial_key, "layer": self.layer,
-                "allow_non_counts": self.allow_non_counts, "history": self.history}
-        return save_checkpoint(path, state_dict=self.module.state_dict(), config=self.config.to_dict(),
-                               genes=self.genes, meta=meta)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> Cifm:
-        """Load a saved CIFM model on any device, without unpickling."""
-        state, config, genes, meta = load_checkpoint(path)
-        if meta.get("model") != "cifm":
-            raise SlideError(f"{path} holds a {meta.get('model', 'squint')!r} model, not CIFM")
-        cfg = CifmConfig.from_dict(config)
-        if device is not None:
-            cfg.device = device
-        self = cls(None, section_key=meta.get("section_key"), spatial_key=meta.get("spatial_key", K.SPATIAL_KEY),
-                   layer=meta.get("layer"), config=cfg, allow_non_counts=meta.get("allow_non_counts", False))
-        self.genes, self.sections = genes, list(meta["sections"])
-        self.history, self.meta = list(meta.get("history", [])), meta
-        self._build()
-        self.module.load_state_dict(state)
-        self.module.to(self.device)
-        return self
 
     def __repr__(self) -> str:
         c = self.config

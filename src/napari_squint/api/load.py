@@ -1,8 +1,11 @@
-"""Load a saved model folder of either kind (SQuINT or CIFM), for the CLI and the napari plugin.
+"""Load a saved model folder of any model class, for the CLI and the napari plugin.
 
->>> from napari_squint.api.load import load_any, model_kind
+>>> from napari_squint.api.load import load_any
 >>> model = load_any("my_model")        # a Squint or a Cifm, whichever the folder holds
->>> model_kind(model)                   # "squint" or "cifm"
+>>> model.has_tokens, model.impute_methods, model.default_method
+
+The folder's ``meta.json`` names the model (its class's ``kind``); this is
+the only place, with the models' own save/load, that reads it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from pathlib import Path
 
 from napari_squint import _constants as K
 
-__all__ = ["MODEL_KINDS", "folder_kind", "load_any", "model_kind"]
+__all__ = ["NotAModelError", "folder_kind", "load_any", "model_classes"]
 
-#: model families a folder can hold (``meta.json``'s ``"model"``; SQuINT folders written before CIFM lack it)
-MODEL_KINDS = ("squint", "cifm")
+
+def model_classes() -> dict:
+    """``{kind: class}`` of every model a folder can hold (a third model is added here)."""
+    from napari_squint.api.cifm import Cifm
+    from napari_squint.api.squint import Squint
+
+    return {cls.kind: cls for cls in (Squint, Cifm)}
 
 
 class NotAModelError(FileNotFoundError):
@@ -53,9 +61,11 @@ def folder_kind(path: str | Path) -> str:
         meta = json.loads((path / K.CKPT_META).read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path / K.CKPT_META}: unreadable model metadata ({err})") from err
+    # SQuINT folders written before CIFM existed name no model
     kind = str(meta.get("model", "squint")).lower() if isinstance(meta, dict) else None
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"{path / K.CKPT_META}: unknown model kind {kind!r} (expected one of {MODEL_KINDS})")
+    kinds = tuple(model_classes())
+    if kind not in kinds:
+        raise ValueError(f"{path / K.CKPT_META}: unknown model kind {kind!r} (expected one of {kinds})")
     return kind
 
 
@@ -79,18 +89,4 @@ def load_any(path: str | Path, device: str | None = None):
     NotAModelError
         The folder is neither kind of model (the message names the path).
     """
-    kind = folder_kind(path)
-    if kind == "cifm":
-        from napari_squint.api.cifm import Cifm
-
-        return Cifm.load(path, device=device)
-    from napari_squint.api.squint import Squint
-
-    return Squint.load(path, device=device)
-
-
-def model_kind(model) -> str | None:
-    """``"squint"``, ``"cifm"`` or None (no model): the family of a model object."""
-    if model is None:
-        return None
-    return str(getattr(model, "kind", "squint"))
+    return model_classes()[folder_kind(path)].load(path, device=device)

@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,20 +18,16 @@ import torch
 from anndata import AnnData
 
 from napari_squint import _constants as K
-from napari_squint import __version__
+from napari_squint.api.base import BaseModel
+from napari_squint.config import SquintConfig
 from napari_squint.data.batch import chunks, make_batch
-from napari_squint.data.genes import align_genes, select_genes
-from napari_squint.data.prepare import PreparedSlide, prepare_slide
-from napari_squint.data.validate import SlideError
+from napari_squint.data.prepare import GraphConfig, PreparedSlide
 from napari_squint.models.squint import SquintModule
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import nb_log_likelihood, sample_nb
-from napari_squint.train.checkpoint import check_architecture, check_config_values, load_checkpoint, save_checkpoint
 from napari_squint.train.code_head import iter_fit_code_head
-from napari_squint.train.config import SquintConfig
-from napari_squint.train.device import resolve_device
-from napari_squint.train.events import ProgressEvent, drive
-from napari_squint.train.loop import iter_train
+from napari_squint.train.events import ProgressEvent
+from napari_squint.train.loop import iter_train, make_optimizer
 
 #: tokens a generated profile (draw="sample") is drawn among: the head's 16 most likely
 _SAMPLE_TOP = 16
@@ -45,97 +40,53 @@ def poisson_deviance(x: torch.Tensor, mu: torch.Tensor) -> float:
     return float((2 * (term - (x - mu))).mean())
 
 
-class Squint:
+class Squint(BaseModel):
     """SQuINT: learn a vocabulary of discrete cell tokens from spatial transcriptomics.
 
-    Parameters
-    ----------
-    adata
-        Slide(s) with raw counts; several sections are stacked in one AnnData
-        and distinguished by ``obs[section_key]``. Never modified.
-    section_key
-        obs column naming sections (each gets its own graph and batch id);
-        ``None`` for a single section.
-    spatial_key
-        obsm key of the coordinates, in any unit.
-    layer
-        Counts layer (default ``X``).
-    genes
-        ``"all"``, the number of highly variable genes, or a list of names.
-    holdout
-        (n,) bool mask of cells excluded from training (inputs and losses).
-    config
-        A :class:`~napari_squint.train.config.SquintConfig`; keyword options
-        (``epochs=``, ``k=``, ``codebook_size=``, ``use_covariates=``...) override it.
-    allow_non_counts
-        Accept non-integer (normalised) values.
+    Construction, training, ``prepare``, ``save`` and ``load`` are
+    :class:`~napari_squint.api.base.BaseModel`'s; ``config`` is a
+    :class:`~napari_squint.config.SquintConfig` and keyword options
+    (``epochs=``, ``k=``, ``codebook_size=``, ``use_covariates=``...) override it.
+    ``holdout`` cells are excluded from training (inputs and losses).
     """
 
-    def __init__(
-        self,
-        adata: AnnData | None,
-        *,
-        section_key: str | None = K.SECTION_KEY,
-        spatial_key: str = K.SPATIAL_KEY,
-        layer: str | None = None,
-        genes: int | str | Sequence[str] | None = "all",
-        holdout: np.ndarray | None = None,
-        config: SquintConfig | None = None,
-        allow_non_counts: bool = False,
-        **options,
-    ):
-        self.config = (config or SquintConfig()).update(**options)
-        self.section_key, self.spatial_key, self.layer = section_key, spatial_key, layer
-        self.allow_non_counts = allow_non_counts
-        self.device = resolve_device(self.config.train.device)
-        if self.config.train.num_threads:
-            torch.set_num_threads(self.config.train.num_threads)
-        self.history: list[dict] = []
-        self.meta: dict = {}
-        self.data: PreparedSlide | None = None
-        if adata is None:  # used by load()
-            return
-        if section_key is not None and section_key not in adata.obs:
-            raise SlideError(f"section key {section_key!r} not found in adata.obs (columns: {list(adata.obs.columns)})")
-        train_adata = adata
-        if holdout is not None:
-            holdout = np.asarray(holdout, dtype=bool)
-            if holdout.shape != (adata.n_obs,):
-                raise SlideError(f"holdout mask has shape {holdout.shape}; expected ({adata.n_obs},)")
-            if holdout.all():
-                raise SlideError("holdout covers every cell: nothing is left to train on")
-            train_adata = adata[~holdout]
-        self.genes = select_genes(train_adata, genes, layer=layer,
-                                  batch_key=section_key if isinstance(genes, int) and section_key else None)
-        t0 = time.perf_counter()
-        self.data = prepare_slide(train_adata, self.genes, section_key=section_key, spatial_key=spatial_key,
-                                  layer=layer, graph=self.config.graph, allow_non_counts=allow_non_counts)
-        self.sections = list(self.data.sections)
-        self.meta.update(prepare_seconds=time.perf_counter() - t0, n_train_cells=int(self.data.n_cells),
-                         heldout_cells=adata.obs_names[holdout].tolist() if holdout is not None else [])
-        self._build()
+    kind = "squint"
+    label = "SQuINT"
+    config_class = SquintConfig
+    has_tokens = True
+    impute_methods = ("context", "infill", "oneshot")
+    #: the better method on the Table 2 benchmark (docs/imputation.md)
+    default_method = "context"
+    draws = K.DRAWS
+    #: better than "mean" on MMD and energy, on par on correlation (docs/imputation.md)
+    default_draw = "logmean"
+    supports_residual = True
+    nbr_modes = ("sum", "decoder")
+    substitutes = ("mean", "sample")
+    _variable_tensors = ("token_codes", "token_counts")
 
-    def _build(self):
-        torch.manual_seed(self.config.train.seed)
-        self.module = SquintModule(len(self.genes), len(self.sections), self.config.graph.n_rbf,
-                                   self.config.model).to(self.device)
+    # ------------------------------------------------------------------ hooks
+    def graph_config(self) -> GraphConfig:
+        return self.config.graph
 
-    # ------------------------------------------------------------------ train
-    def iter_train(self, *, epochs: int | None = None):
-        """Generator of :class:`ProgressEvent`; its return value is the history."""
-        if self.data is None:
-            raise RuntimeError("this model was loaded without training data; create Squint(adata) to train")
-        if epochs is not None:
-            self.config.train.epochs = int(epochs)
-        yield ProgressEvent("prepare", message=f"{self.data.n_cells} cells, {len(self.genes)} genes, "
-                                               f"{len(self.sections)} sections on {self.device}")
-        n0 = len(self.history)
-        yield from iter_train(self.module, self.data, np.arange(self.data.n_cells), self.config.train,
-                              self.device, history=self.history)
+    def _prepare_sections(self) -> list[str]:
+        return self.sections  # the section embedding knows these
+
+    def _make_module(self, n_genes: int, n_sections: int) -> SquintModule:
+        return SquintModule(n_genes, n_sections, self.config.graph.n_rbf, self.config.model)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.module, self.config.train)
+
+    def _iter_epochs(self, start: int, stop: int, optimizer: torch.optim.Optimizer):
+        cfg = replace(self.config.train, epochs=stop)
+        return iter_train(self.module, self.data, np.arange(self.data.n_cells), cfg, self.device,
+                          optimizer=optimizer, start_epoch=start)
+
+    def _after_training(self):
         fit = yield from self.iter_fit_code_head()
         if fit:
             self.meta["code_head"] = fit
-        return self.history[n0:]
 
     def iter_fit_code_head(self):
         """Record the training tokens and fit the masked-code head (encoder frozen); a generator of
@@ -143,29 +94,19 @@ class Squint:
         return iter_fit_code_head(self.module, self.data, np.arange(self.data.n_cells), self.config.train,
                                   self.device, context_k=self.config.graph.k)
 
-    def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[dict]:
-        """Train the model; returns the per-epoch history (partial when cancelled)."""
-        n_before = len(self.history)
-        t0 = time.perf_counter()
-        _, cancelled = drive(self.iter_train(epochs=epochs), callback=callback, should_stop=should_stop)
-        self.meta["train_seconds"] = self.meta.get("train_seconds", 0.0) + time.perf_counter() - t0
-        self.meta["cancelled"] = cancelled
-        return self.history[n_before:]
+    def _adapt_state(self, state: dict) -> None:
+        if not any(k.startswith("code_head.") for k in state):  # saved before the masked-code head existed
+            self.config.model.code_head = False
+
+    def _load_state(self, state: dict) -> None:
+        for key in ("token_codes", "token_counts"):
+            if key in state:  # their length depends on the training data
+                setattr(self.module, key, torch.empty_like(state[key]))
+            else:
+                state[key] = getattr(self.module, key)
+        self.module.load_state_dict(state)
 
     # -------------------------------------------------------------- inference
-    def prepare(self, adata: AnnData, *, align: bool = False) -> PreparedSlide:
-        """Build the graph arrays of a slide for this model (model genes, known sections)."""
-        if align:
-            adata = align_genes(adata, self.genes, layer=self.layer)
-            layer = None
-        else:
-            layer = self.layer
-        section_key = self.section_key if (self.section_key and self.section_key in adata.obs) else None
-        return prepare_slide(adata, self.genes, section_key=section_key, spatial_key=self.spatial_key,
-                             layer=layer, graph=self.config.graph, sections=self.sections,
-                             allow_non_counts=self.allow_non_counts)
-
     @torch.no_grad()
     def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None, cells: np.ndarray | None = None,
                batch_size: int = 8192, decode: bool = False,
@@ -434,44 +375,6 @@ class Squint:
             perp.append(float(np.exp(-(nz * np.log(nz)).sum())))
         return {"utilisation": float(np.mean(util)), "perplexity": float(np.mean(perp)),
                 "tokens_used": int(np.unique(tokens).size), "per_head_utilisation": util}
-
-    # ------------------------------------------------------------ save / load
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the model folder (config, genes, sections, weights, history) atomically."""
-        meta = {**self.meta, "version": __version__, "model": "squint", "sections": self.sections,
-                "section_key": self.section_key, "spatial_key": self.spatial_key, "layer": self.layer,
-                "allow_non_counts": self.allow_non_counts, "history": self.history}
-        # an existing folder is replaced only with overwrite=True and only when napari-squint wrote it
-        return save_checkpoint(path, state_dict=self.module.state_dict(), config=self.config.to_dict(),
-                               genes=self.genes, meta=meta, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> Squint:
-        """Load a saved model on any device, without unpickling."""
-        state, config, genes, meta = load_checkpoint(path)  # checksum, finite weights, readable files
-        check_config_values(config, SquintConfig().to_dict(), path, meta=meta)  # types and sizes, before allocating
-        if meta.get("model", "squint") != "squint":
-            raise SlideError(f"{path} holds a {meta.get('model')!r} model, not SQuINT")
-        cfg = SquintConfig.from_dict(config)
-        if device is not None:
-            cfg.train.device = device
-        self = cls(None, section_key=meta.get("section_key"), spatial_key=meta.get("spatial_key", K.SPATIAL_KEY),
-                   layer=meta.get("layer"), config=cfg, allow_non_counts=meta.get("allow_non_counts", False))
-        self.genes, self.sections = genes, list(meta["sections"])
-        self.history, self.meta = list(meta.get("history", [])), meta
-        if not any(k.startswith("code_head.") for k in state):  # saved before the masked-code head existed
-            self.config.model.code_head = False
-        check_architecture(lambda: SquintModule(len(genes), len(self.sections), cfg.graph.n_rbf, cfg.model), state,
-                           path, variable=("token_codes", "token_counts"))  # config, genes, sections vs weights
-        self._build()
-        for key in ("token_codes", "token_counts"):
-            if key in state:  # their length depends on the training data
-                setattr(self.module, key, torch.empty_like(state[key]))
-            else:
-                state[key] = getattr(self.module, key)
-        self.module.load_state_dict(state)
-        self.module.to(self.device)
-        return self
 
     def __repr__(self) -> str:
         m = self.config.model

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from napari_squint.data.radius import median_nn_distance  # noqa: F401  (one rule: coincident cells ignored)
+
 
 def knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every point, excluding the point itself.
@@ -36,18 +38,6 @@ def knn(coords: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx = idx[keep].reshape(n, k)
     dist = dist[keep].reshape(n, k)
     return idx.astype(np.int64), dist
-
-
-def median_nn_distance(coords: np.ndarray) -> float:
-    """Median distance from a cell to its nearest other cell (the section's length unit)."""
-    _, dist = knn(coords, 1)
-    med = float(np.median(dist[:, 0]))
-    if not med > 0:
-        positive = dist[:, 0][dist[:, 0] > 0]
-        if positive.size == 0:
-            raise ValueError("all cells share the same coordinates")
-        med = float(np.median(positive))
-    return med
 
 
 def symmetric_adjacency(idx: np.ndarray, dist: np.ndarray) -> sp.csr_matrix:

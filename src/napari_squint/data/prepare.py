@@ -24,6 +24,7 @@ from anndata import AnnData
 
 from napari_squint.data.covariates import rbf_covariates
 from napari_squint.data.graph import knn_graph, median_nn_distance, neighbourhood_sum
+from napari_squint.data.tiles import grid_tiles
 from napari_squint.data.validate import SlideError, validate_slide
 
 
@@ -134,20 +135,6 @@ def load_counts_chunked(adata: AnnData, gidx: np.ndarray, *, layer: str | None =
     return sp.vstack(parts, format="csr")
 
 
-def _tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
-    """Grid tiles holding about ``tile_cells`` cells each (ids local to the section)."""
-    n = coords.shape[0]
-    n_tiles = max(1, int(round(n / tile_cells)))
-    lo, hi = coords.min(0), coords.max(0)
-    span = np.maximum(hi - lo, 1e-12)
-    aspect = span[0] / span[1]
-    nx = max(1, int(round(np.sqrt(n_tiles * aspect))))
-    ny = max(1, int(round(n_tiles / nx)))
-    ix = np.minimum(((coords[:, 0] - lo[0]) / span[0] * nx).astype(np.int64), nx - 1)
-    iy = np.minimum(((coords[:, 1] - lo[1]) / span[1] * ny).astype(np.int64), ny - 1)
-    return ix * ny + iy
-
-
 def prepare_slide(
     adata: AnnData,
     genes: list[str],
@@ -190,6 +177,10 @@ def prepare_slide(
         sec = check_sections(adata, section_key, min_cells=graph.k + 1)
         counts = load_counts_chunked(adata, gidx, layer=layer, allow_non_counts=allow_non_counts,
                                      validate=validate)
+        if validate:
+            from napari_squint.data.validate import check_not_all_zero
+
+            check_not_all_zero(counts, where="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     else:
         if validate:
             counts_all, coords, sec = validate_slide(
@@ -226,7 +217,7 @@ def prepare_slide(
         scale = median_nn_distance(xy)
         scales[s_name] = scale
         cond[idx] = rbf_covariates(dist, scale, n_rbf=graph.n_rbf, max_dist=graph.rbf_max)
-        t = _tiles(xy, graph.tile_cells)
+        t = grid_tiles(xy, graph.tile_cells)
         _, t = np.unique(t, return_inverse=True)
         tile[idx] = t + tile_offset
         tile_offset += int(t.max()) + 1

@@ -13,7 +13,7 @@ from napari_squint.nn.codebook import CosineCodebook
 from napari_squint.nn.film import FiLM
 from napari_squint.nn.mlp import mlp
 from napari_squint.nn.nb import nb_log_likelihood
-from napari_squint.train.config import ModelConfig
+from napari_squint.config import ModelConfig
 
 
 class FiLMDecoder(nn.Module):
@@ -69,7 +69,7 @@ class SquintModule(nn.Module):
     n_cond
         Width of the relative-distance covariates C.
     cfg
-        :class:`~napari_squint.train.config.ModelConfig`.
+        :class:`~napari_squint.config.ModelConfig`.
     """
 
     def __init__(self, n_genes: int, n_batches: int, n_cond: int, cfg: ModelConfig):
@@ -143,10 +143,6 @@ class SquintModule(nn.Module):
         return (h if raw else self.centre(h)), c
 
     # ---------------------------------------------------------------- decoders
-    def gene_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """Softmax over genes of the decoded microenvironment: (B, g)."""
-        return torch.softmax(self.decoder(z, c), dim=-1)
-
     def both_probs(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(microenvironment, cell) gene proportions: two (B, g) tensors."""
         h = self.decoder.trunk(z, c)

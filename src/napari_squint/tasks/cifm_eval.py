@@ -45,7 +45,8 @@ from anndata import AnnData
 from napari_squint import _constants as K
 from napari_squint.metrics import log_normalise, neighbourhood_average, pearson_per_cell, pearson_per_gene
 from napari_squint.models.cifm_loss import balanced_mse
-from napari_squint.train.cifm_loop import disjoint_masks, reconstruct_tiled
+from napari_squint.data.cifm_batch import disjoint_masks
+from napari_squint.models.cifm_infer import reconstruct_tiled
 from napari_squint.train.events import ProgressEvent, drive
 
 __all__ = [
@@ -425,7 +426,7 @@ def iter_train_with_validation(
     dict
         ``best_epoch``, ``best_val_loss``, ``val_losses``.
     """
-    from napari_squint.train.cifm_loop import masked_loss
+    from napari_squint.models.cifm_infer import masked_loss
 
     val = model.prepare(val_adata)
     graph = model.graph_of(val)

@@ -99,7 +99,7 @@ from anndata import AnnData
 
 from napari_squint import _constants as K
 from napari_squint.data.prepare import PreparedSlide
-from napari_squint.data.validate import SlideError
+from napari_squint.data.validate import SlideError, section_depth
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import sample_nb
 from napari_squint.tasks.residual import clean_cells, microenvironment_residuals
@@ -479,10 +479,10 @@ class Imputer:
         sec_of = np.concatenate([self.section_labels[ex].astype(object), np.asarray(c_sec, dtype=object)])
         for s in np.unique(sec_of[is_target]):
             obs = self._in_section(s) & ~target_global
-            ref = self.library[obs] if obs.any() else self.library[~target_global]
-            if ref.size == 0:
+            ref = obs if obs.any() else ~target_global
+            if not ref.any():
                 raise SlideError("every cell of the slide is a target: nothing is observed to impute from")
-            est[is_target & (sec_of == s)] = float(np.median(ref))
+            est[is_target & (sec_of == s)] = section_depth(self.library, ref, self.data.obs_names, s)
         masked = is_target.copy()
         # ---- impute ----
         tt = all_t.size
@@ -541,7 +541,9 @@ class Imputer:
         """:meth:`impute_targets` for a CIFM model (same inputs and outputs; ``tokens`` are -1)."""
         from napari_squint.api.cifm import counts_from_log
         from napari_squint.data.prepare import GraphConfig
-        from napari_squint.train.cifm_loop import build_graph, reconstruct_tiled, replace_rows
+        from napari_squint.data.cifm_batch import replace_rows
+        from napari_squint.data.cifm_graph import build_graph
+        from napari_squint.models.cifm_infer import reconstruct_tiled
 
         if nbr_mode != "sum":
             raise ValueError(f"nbr_mode={nbr_mode!r}: CIFM has no microenvironment decoder head; use 'sum'")
@@ -565,10 +567,10 @@ class Imputer:
         est = np.concatenate([self.library, np.zeros(n_new)])
         for sec in np.unique(sec_all[is_t].astype(str)):
             obs = (self.section_labels == sec) & ~target_global
-            ref = self.library[obs] if obs.any() else self.library[~target_global]
-            if ref.size == 0:
+            ref = obs if obs.any() else ~target_global
+            if not ref.any():
                 raise SlideError("every cell of the slide is a target: nothing is observed to impute from")
-            est[is_t & (sec_all.astype(str) == sec)] = float(np.median(ref))
+            est[is_t & (sec_all.astype(str) == sec)] = section_depth(self.library, ref, self.data.obs_names, sec)
         # ---- the radius graph (new cells join their section's graph) ----
         if n_new:
             batch = np.concatenate([d.batch, np.concatenate(c_batch)])

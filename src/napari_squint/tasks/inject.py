@@ -39,7 +39,8 @@ from napari_squint import _constants as K
 from napari_squint.data.validate import section_rows
 from napari_squint.tasks.cifm_eval import TypingClassifier
 from napari_squint.tasks.perturb import transition_tables
-from napari_squint.train.cifm_loop import build_graph, reconstruct_tiled
+from napari_squint.data.cifm_graph import build_graph
+from napari_squint.models.cifm_infer import reconstruct_tiled
 from napari_squint.train.events import ProgressEvent, drive
 
 __all__ = ["InjectionResult", "iter_inject", "simulate_injection", "transition_matrix"]

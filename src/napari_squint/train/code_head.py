@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from napari_squint.data.batch import chunks, make_batch
 from napari_squint.data.prepare import PreparedSlide
-from napari_squint.train.config import TrainConfig
+from napari_squint.config import TrainConfig
 from napari_squint.train.events import ProgressEvent
 
 __all__ = ["disc_mask", "iter_fit_code_head", "observed_codes", "with_observed_context"]

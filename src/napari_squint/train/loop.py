@@ -88,6 +88,15 @@ def init_codebook(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConf
     core.train(was)
 
 
+def make_optimizer(core, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SQuINT's AdamW: the NB dispersions get ``theta_lr_scale`` times the learning rate and no weight decay
+    (they otherwise lag behind the decoder)."""
+    disp = [p for n, p in core.named_parameters() if n.startswith("log_theta")]
+    rest = [p for n, p in core.named_parameters() if not n.startswith("log_theta")]
+    return torch.optim.AdamW([{"params": rest}, {"params": disp, "lr": cfg.theta_lr_scale * cfg.lr, "weight_decay": 0.0}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig, device: torch.device,
                *, optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
                history: list | None = None):
@@ -104,11 +113,7 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     cells = np.asarray(cells, dtype=np.int64)
     if optimizer is None:
-        disp = [p for n, p in core.named_parameters() if n.startswith("log_theta")]
-        rest = [p for n, p in core.named_parameters() if not n.startswith("log_theta")]
-        # dispersions get a 10x learning rate and no weight decay: they otherwise lag behind the decoder
-        optimizer = torch.optim.AdamW([{"params": rest}, {"params": disp, "lr": cfg.theta_lr_scale * cfg.lr, "weight_decay": 0.0}],
-                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(core, cfg)
     if not bool(core.codebook.initted):
         yield ProgressEvent("kmeans", message="k-means initialisation of the codebook")
         init_codebook(module, data, cells, cfg, device)

@@ -1,0 +1,86 @@
+"""Spatial tiles: the grid that splits a section into mini-batch units, and batches of whole tiles.
+
+Both models use them: SQuINT's mini-batches (:func:`napari_squint.data.batch.epoch_batches`)
+and CIFM's training and inference chunks (:mod:`napari_squint.data.cifm_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["grid_tiles", "tile_batches"]
+
+
+def grid_tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
+    """Grid tiles holding about ``tile_cells`` cells each.
+
+    The bounding box is cut into ``nx x ny`` cells of the grid, with
+    ``nx * ny`` about ``n / tile_cells`` and ``nx / ny`` following the box's
+    aspect ratio.
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` coordinates of one section, any unit.
+    tile_cells
+        Target cells per tile.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` int64 tile ids ``0 .. T-1`` (only non-empty tiles get an id),
+        in grid order.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    n = coords.shape[0]
+    n_tiles = max(1, int(round(n / tile_cells)))
+    lo, hi = coords.min(0), coords.max(0)
+    span = np.maximum(hi - lo, 1e-12)
+    nx = max(1, int(round(np.sqrt(n_tiles * span[0] / span[1]))))
+    ny = max(1, int(round(n_tiles / nx)))
+    ix = np.minimum(((coords[:, 0] - lo[0]) / span[0] * nx).astype(np.int64), nx - 1)
+    iy = np.minimum(((coords[:, 1] - lo[1]) / span[1] * ny).astype(np.int64), ny - 1)
+    _, t = np.unique(ix * ny + iy, return_inverse=True)
+    return t.astype(np.int64).ravel()
+
+
+def tile_batches(tile: np.ndarray, cells: np.ndarray, batch_size: int,
+                 rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Group ``cells`` into batches of whole tiles of at least ``batch_size`` cells (the last may be smaller).
+
+    Parameters
+    ----------
+    tile
+        ``(n,)`` tile id of every cell.
+    cells
+        Global indices of the cells to batch.
+    batch_size
+        Cells per batch, at least.
+    rng
+        Tiles come in a random order drawn from ``rng`` when given, else in id order.
+
+    Yields
+    ------
+    numpy.ndarray
+        Global cell indices of one batch.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        return
+    t = tile[cells]
+    order = np.argsort(t, kind="stable")
+    cells, t = cells[order], t[order]
+    groups = np.split(cells, np.flatnonzero(np.diff(t)) + 1)
+    perm = rng.permutation(len(groups)) if rng is not None else np.arange(len(groups))
+    current: list[np.ndarray] = []
+    size = 0
+    for gi in perm:
+        current.append(groups[gi])
+        size += groups[gi].size
+        if size >= batch_size:
+            yield np.concatenate(current)
+            current, size = [], 0
+    if current:
+        yield np.concatenate(current)
