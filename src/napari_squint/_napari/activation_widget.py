@@ -7,7 +7,6 @@ import pandas as pd
 from qtpy.QtWidgets import QComboBox, QLabel, QSpinBox
 
 from napari_squint import _constants as K
-from napari_squint._napari.colours import colour_continuous
 from napari_squint._napari.dock import SquintDock, set_combo
 from napari_squint._napari.figure import FigurePanel
 from napari_squint._napari.slide_widget import _row
@@ -114,9 +113,11 @@ class ActivationWidget(SquintDock):
         return self.run_job(work, desc=f"activation of {column} = {group}", on_done=done)
 
     def colour_by_score(self) -> None:
-        score = self.session.adata.obs[K.ACTIVATION_KEY].to_numpy()
-        rgba, (lo, hi) = colour_continuous(score, cmap=CMAP, vmin=0.0, vmax=1.0)
-        self.colour_cells(rgba)
+        from napari_squint._napari.colouring import ACTIVATION, colour_by
+
+        rgba, legend, values = colour_by(self.session, ACTIVATION)
+        lo, hi = legend.limits
+        self.colour_cells(rgba, legend=legend, values=values)
         fig = self.colourbar.clear()
         ax = fig.add_subplot(111)
         import matplotlib as mpl

@@ -270,14 +270,49 @@ class SquintDock(QWidget):
     def cell_layers(self) -> list:
         return cell_layers(self.viewer, self.session.adata)
 
-    def colour_cells(self, rgba: np.ndarray) -> None:
-        """Colour every cell of the slide; the colours are kept for re-layouts."""
-        self.session.colours = np.asarray(rgba, dtype=np.float32)
+    def colour_cells(self, rgba: np.ndarray, *, legend=None, values=None) -> None:
+        """Colour every cell of the slide; kept for re-layouts.
+
+        ``legend`` (:class:`~napari_squint._napari.colouring.Legend`) is
+        summarised on the canvas and drawn by the Slide & model dock; ``values``
+        (n,) are shown, with the cell's token, type and section, on hover.
+        """
+        s = self.session
+        s.colours = np.asarray(rgba, dtype=np.float32)
+        s.legend, s.colour_values = legend, values
         layers = self.cell_layers()
         if not layers:
-            show_cells(self.viewer, self.session)
+            layers = show_cells(self.viewer, s)
         else:
-            apply_colours(layers, self.session.colours)
+            apply_colours(layers, s.colours)
+            set_hover(layers, s)
+        show_caption(self.viewer, legend)
+        s.notify("colours")
+
+
+def set_hover(layers, session) -> None:
+    """Per-cell features napari shows in its status bar on hover (cell, section, token, type, value)."""
+    from napari_squint._napari.colouring import hover_features
+
+    name = session.legend.title if session.legend is not None else None
+    for layer in layers:
+        if layer.metadata["squint_cells"].get("raster"):
+            continue
+        cells = layer.metadata["squint_cells"]["cells"]
+        layer.features = hover_features(session, cells, value_name=name, values=session.colour_values)
+
+
+def show_caption(viewer, legend) -> None:
+    """One line on the canvas saying what the colours are (napari's text overlay)."""
+    overlay = viewer.text_overlay
+    if legend is None:
+        overlay.visible = False
+        return
+    overlay.text = legend.caption()
+    overlay.font_size = 10
+    overlay.color = "white"
+    overlay.position = "bottom_left"
+    overlay.visible = True
 
 
 def _forget(session, callback, *_):
@@ -290,14 +325,40 @@ def show_cells(viewer, session, *, layout: str | None = None, show_section: str 
 
     if layout is not None:
         session.layout = layout
-    remove_layers(viewer, cell_layers(viewer))
+    remove_layers(viewer, cell_layers(viewer) + [lyr for lyr in viewer.layers if TITLES_META in lyr.metadata])
     tuples = cell_layer_data(session.adata, section_key=session.section_key, spatial_key=session.spatial_key,
                              layout=session.layout, colours=session.colours, session_id=id(session),
                              source=session.source, show_section=show_section)
     layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
-    viewer.layers.extend(layers)  # one insertion pass: cheaper than add_layer per section
+    titles = section_titles(layers)
+    viewer.layers.extend(layers + ([titles] if titles is not None else []))  # one insertion pass
+    set_hover(layers, session)
     viewer.reset_view()
     return layers
+
+
+#: layer.metadata key of the section-title layer
+TITLES_META = "squint_section_titles"
+
+
+def section_titles(layers):
+    """A Points layer with each section's name above it (one invisible point per section), or None."""
+    from napari.layers import Points
+
+    pos, names = [], []
+    for layer in layers:
+        if not layer.visible:
+            continue
+        info = layer.metadata["squint_cells"]
+        x0, y0, x1, y1 = info["bounds"]
+        dy, dx = info["offset"]
+        pos.append([y0 + dy - 0.02 * (y1 - y0), (x0 + x1) / 2 + dx])
+        names.append(str(info["section"]))
+    if not pos:
+        return None
+    return Points(np.asarray(pos), name="section titles", size=0, features={"section": names},
+                  text={"string": "{section}", "color": "white", "size": 10, "anchor": "center"},
+                  metadata={TITLES_META: True}, face_color="transparent", border_width=0)
 
 
 def remove_layers(viewer, layers) -> None:

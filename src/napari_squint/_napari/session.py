@@ -71,6 +71,9 @@ class Session:
     ask_on_close: Callable[[Session], str] | None = None
     picked: int | None = None
     colours: Any = None
+    #: what the colours mean (:class:`~napari_squint._napari.colouring.Legend`), and the per-cell values shown
+    legend: Any = None
+    colour_values: Any = None
     _close_guard: Any = None
     cache: dict = field(default_factory=dict)
     _prepared: Any = None
@@ -112,6 +115,7 @@ class Session:
         self.section_key = section_key
         self.layer, self.genes = layer, genes
         self.regions, self.results, self.cache = [], {}, {}
+        self.colours = self.legend = self.colour_values = None
         self.original_obs = list(adata.obs.columns)
         self.original_obsm = list(adata.obsm.keys())
         self._prepared = None

@@ -120,6 +120,11 @@ class SlideModelWidget(SquintDock):
         self.model_label = QLabel("no model")
         self.model_label.setWordWrap(True)
         form.addRow(self.model_label)
+        # --- colours
+        from napari_squint._napari.colour_panel import ColourPanel
+
+        self.colour_panel = ColourPanel(self)
+        self.body.addWidget(self.colour_panel)
         # --- results
         form = self.group("Results")
         self.save_button = self.button("Save results…", self._ask_save_results,
@@ -174,6 +179,7 @@ class SlideModelWidget(SquintDock):
             self.model_label.setText("no model")
         self.dirty_label.setText("unsaved changes" if s.dirty else ("saved" if s.source.get("saved_to") else ""))
         self.show_combo.setEnabled(s.layout == "single")
+        self.colour_panel.refresh(what)
 
     def _update_info(self) -> None:
         s = self.session
@@ -386,7 +392,11 @@ class SlideModelWidget(SquintDock):
         if self.session.model is None:
             self.error(RuntimeError("no model to save: train or load one first"))
             return None
-        out = self.session.model.save(path)
+        try:  # the chosen folder is replaced only when napari-squint wrote it (io.outputs); else a message
+            out = self.session.model.save(path, overwrite=True)
+        except (OSError, ValueError) as err:
+            self.error(err)
+            return None
         self.session.model_dir = Path(out)
         self.set_status(f"model saved to {out}")
         self.refresh("model")

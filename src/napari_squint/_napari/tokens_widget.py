@@ -144,10 +144,13 @@ class TokensWidget(SquintDock):
             self.error(RuntimeError(_no_tokens_text(self.session) if self.session.model_kind == "cifm" else
                                     f"no tokens: obs[{K.TOKEN_KEY!r}] is missing; train or load a model"))
             return
-        rgba, _, _ = token_colours(self.session.adata)
+        from napari_squint._napari.colouring import TOKEN, colour_by
+
+        rgba, legend, values = colour_by(self.session, TOKEN)
         if self.selected_token is not None:
             rgba = highlight(rgba, self.session.adata.obs[K.TOKEN_KEY].to_numpy() == self.selected_token)
-        self.colour_cells(rgba)
+            legend.note = f"; token {self.selected_token} highlighted"
+        self.colour_cells(rgba, legend=legend, values=values)
 
     def select_token(self, token) -> None:
         """Highlight the cells of ``token`` and show its top genes (as clicking it in the legend)."""

@@ -1,0 +1,226 @@
+"""What cells are coloured by: a token, the activation score, any obs column or a gene (no Qt).
+
+:func:`colour_by` turns a choice into per-cell colours and a :class:`Legend`
+(categories with their colours and counts, or a colour map with its limits)
+that the docks draw beside the canvas and summarise on it. A gene is shown on
+the scale the metrics use, log1p(counts per 10,000); after an in-painting run
+the cells inside the polygons show the *imputed* value and every other cell its
+measured value, on one shared scale (:func:`gene_values`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from napari_squint import _constants as K
+from napari_squint._napari.colours import colour_categories, colour_continuous
+
+#: choices offered before the obs columns
+TOKEN = "token"
+ACTIVATION = "activation score"
+GENE = "gene"
+#: colour maps: continuous values on napari's black canvas
+CMAP = "viridis"
+#: most categories listed in a legend (the rest are summarised as "… N more")
+MAX_LEGEND = 40
+#: obs columns with more distinct values than this are treated as numbers when numeric, else skipped
+MAX_CATEGORIES = 500
+#: what a gene's values are
+GENE_UNIT = "log1p(counts per 10k)"
+
+
+@dataclass
+class Legend:
+    """What the colours mean: categories (``labels``, ``colours``, ``counts``) or a colour map (``limits``)."""
+
+    title: str
+    labels: list = field(default_factory=list)
+    colours: np.ndarray | None = None
+    counts: list = field(default_factory=list)
+    limits: tuple[float, float] | None = None
+    cmap: str = CMAP
+    unit: str = ""
+    note: str = ""
+
+    @property
+    def categorical(self) -> bool:
+        return self.limits is None
+
+    def caption(self) -> str:
+        """One line for the canvas."""
+        if self.categorical:
+            return f"colour: {self.title} ({len(self.labels)} categories; legend in the dock)"
+        lo, hi = self.limits
+        unit = f" {self.unit}" if self.unit else ""
+        return f"colour: {self.title}{unit}, {lo:.3g} (dark) to {hi:.3g} (yellow){self.note}"
+
+    def table(self) -> pd.DataFrame:
+        """The legend as a table (for CSV export)."""
+        if self.categorical:
+            cols = self.colours if self.colours is not None else np.zeros((len(self.labels), 4))
+            return pd.DataFrame({"category": [str(x) for x in self.labels], "cells": self.counts,
+                                 "colour": [_hex(c) for c in cols]})
+        lo, hi = self.limits
+        return pd.DataFrame({"title": [self.title], "unit": [self.unit], "min": [lo], "max": [hi],
+                             "colour_map": [self.cmap]})
+
+
+def _hex(rgba) -> str:
+    r, g, b = (np.clip(np.asarray(rgba)[:3], 0, 1) * 255).round().astype(int)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def colour_choices(adata) -> list[str]:
+    """What cells can be coloured by: token, activation score (when present), the obs columns, a gene."""
+    if adata is None:
+        return []
+    out = []
+    if K.TOKEN_KEY in adata.obs:
+        out.append(TOKEN)
+    if K.ACTIVATION_KEY in adata.obs:
+        out.append(ACTIVATION)
+    for c in adata.obs.columns:
+        if c.startswith("squint"):
+            continue
+        col = adata.obs[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            out.append(c)
+        elif col.nunique() <= MAX_CATEGORIES:
+            out.append(c)
+    out.append(GENE)
+    return out
+
+
+def gene_values(adata, gene: str, *, layer: str | None = None, imputed=None) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) log1p(counts per 10k) of ``gene`` in every cell, and (n,) bool: the value is imputed.
+
+    ``imputed`` is an in-painting output (AnnData with ``layers['imputed']``):
+    its measured cells (not ``squint_created``) take the imputed value.
+    """
+    from napari_squint.metrics import log_normalise
+
+    if gene not in adata.var_names:
+        raise KeyError(f"gene {gene!r} is not in the slide ({adata.n_vars} genes)")
+    x = adata.layers[layer] if layer else adata.X
+    norm = log_normalise(x)
+    gi = int(adata.var_names.get_loc(gene))
+    col = norm[:, gi]
+    col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
+    values = np.asarray(col, dtype=np.float64).ravel()
+    is_imputed = np.zeros(adata.n_obs, dtype=bool)
+    if imputed is not None and gene in imputed.var_names:
+        measured = ~imputed.obs[K.CREATED_KEY].to_numpy() if K.CREATED_KEY in imputed.obs else np.ones(
+            imputed.n_obs, bool)
+        rows = adata.obs_names.get_indexer(imputed.obs_names[measured])
+        ok = rows >= 0
+        imp = log_normalise(np.asarray(imputed.layers[K.IMPUTED_LAYER]))
+        imp = np.asarray(imp.toarray() if hasattr(imp, "toarray") else imp)[:, int(imputed.var_names.get_loc(gene))]
+        values[rows[ok]] = imp[measured][ok]
+        is_imputed[rows[ok]] = True
+    return values, is_imputed
+
+
+def colour_by(session, choice: str, *, gene: str | None = None) -> tuple[np.ndarray, Legend, np.ndarray]:
+    """Per-cell RGBA (n, 4), the legend, and the per-cell values shown on hover (n,).
+
+    ``choice`` is one of :func:`colour_choices`; ``gene`` names the gene when
+    ``choice == "gene"`` (imputed inside the last in-painting's polygons).
+    """
+    a = session.adata
+    if a is None:
+        raise RuntimeError("no slide: open one in the 'Slide & model' widget")
+    if choice == GENE:
+        if not gene:
+            raise ValueError("choose a gene to colour by")
+        values, imp = gene_values(a, gene, layer=session.layer, imputed=session.results.get("impute"))
+        hi = float(np.nanmax(values)) if values.size else 1.0
+        rgba, lim = colour_continuous(values, cmap=CMAP, vmin=0.0, vmax=max(hi, 1e-6))
+        note = f"; {int(imp.sum()):,} cells inside the polygons imputed, the rest measured" if imp.any() else ""
+        return rgba, Legend(gene, limits=lim, unit=GENE_UNIT, note=note), values
+    if choice == TOKEN:
+        col = a.obs[K.TOKEN_KEY]
+        title = "token"
+    elif choice == ACTIVATION:
+        col = a.obs[K.ACTIVATION_KEY]
+        title = "activation score"
+    elif choice in a.obs:
+        col = a.obs[choice]
+        title = choice
+    else:
+        raise KeyError(f"cannot colour by {choice!r}: not a token, score, obs column or gene")
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and choice != TOKEN:
+        values = col.to_numpy(dtype=np.float64)
+        lims = (0.0, 1.0) if choice == ACTIVATION else (None, None)
+        rgba, lim = colour_continuous(values, cmap="plasma" if choice == ACTIVATION else CMAP, vmin=lims[0],
+                                      vmax=lims[1])
+        return rgba, Legend(title, limits=lim, cmap="plasma" if choice == ACTIVATION else CMAP), values
+    rgba, cats, lut = colour_categories(col)
+    counts = pd.Series(col).value_counts()
+    order = [i for i in np.argsort([-int(counts.get(c, 0)) for c in cats], kind="stable")
+             if counts.get(cats[i], 0) > 0]
+    legend = Legend(title, labels=[cats[i] for i in order], colours=lut[order],
+                    counts=[int(counts[cats[i]]) for i in order])
+    return rgba, legend, col.astype(str).to_numpy()
+
+
+def hover_features(session, cells: np.ndarray, *, value_name: str | None = None,
+                   values: np.ndarray | None = None) -> pd.DataFrame:
+    """The per-cell table napari shows on hover for a section layer: cell, section, token, cell type, value."""
+    a = session.adata
+    out = {"cell": a.obs_names[cells].astype(str)}
+    out["section"] = session.section_labels()[cells]
+    if K.TOKEN_KEY in a.obs:
+        out["token"] = a.obs[K.TOKEN_KEY].astype(str).to_numpy()[cells]
+    for key in (K.CELL_TYPE_KEY, "cell_type_coarse"):
+        if key in a.obs:
+            out[key.replace("_", " ")] = a.obs[key].astype(str).to_numpy()[cells]
+            break
+    if values is not None and value_name:
+        v = np.asarray(values)[cells]
+        out[value_name] = np.round(v.astype(np.float64), 3) if np.issubdtype(v.dtype, np.number) else v
+    return pd.DataFrame(out)
+
+
+def draw_legend(fig, legend: Legend, *, max_items: int = MAX_LEGEND) -> None:
+    """Draw ``legend`` into a matplotlib figure: coloured squares and counts, or a colour bar."""
+    import matplotlib as mpl
+
+    fig.clear()
+    fig.set_layout_engine("none")  # axes placed by hand
+    if not legend.categorical:
+        ax = fig.add_axes((0.06, 0.55, 0.88, 0.2))
+        lo, hi = legend.limits
+        fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(lo, hi), cmap=legend.cmap), cax=ax,
+                     orientation="horizontal")
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{legend.title}" + (f"  [{legend.unit}]" if legend.unit else ""), fontsize=8)
+        return
+    n = min(len(legend.labels), max_items)
+    ncol = 1 if n <= 12 else 2
+    rows = int(np.ceil(n / ncol))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    ax.set_xlim(0, ncol)
+    ax.set_ylim(rows + 0.8, -0.2)
+    ax.text(0.02, -0.05, legend.title, fontsize=8, fontweight="bold", va="top")
+    for i in range(n):
+        c, r = divmod(i, rows)
+        ax.add_patch(mpl.patches.Rectangle((c + 0.02, r + 0.75), 0.06, 0.6, color=legend.colours[i]))
+        label = str(legend.labels[i])
+        label = label if len(label) <= 26 else label[:25] + "…"
+        ax.text(c + 0.1, r + 1.05, f"{label} ({legend.counts[i]:,})", fontsize=7, va="center")
+    if len(legend.labels) > n:
+        ax.text(0.02, rows + 0.75, f"… {len(legend.labels) - n} more (see the CSV export)", fontsize=7,
+                va="center", color="0.4")
+
+
+def legend_height(legend: Legend, *, max_items: int = MAX_LEGEND) -> float:
+    """Inches a legend needs (for the dock's figure)."""
+    if not legend.categorical:
+        return 0.9
+    n = min(len(legend.labels), max_items)
+    rows = int(np.ceil(n / (1 if n <= 12 else 2)))
+    return 0.35 + 0.17 * (rows + 1)
