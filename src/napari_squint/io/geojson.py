@@ -52,11 +52,11 @@ def _polygon(coords, where: str):
         raise SlideError(f"{where}: polygon coordinates must be a non-empty list of rings, found {coords!r:.60}")
     rings = [_ring(r, where, "outer ring" if i == 0 else f"hole {i}") for i, r in enumerate(coords)]
     poly = Polygon(rings[0], holes=rings[1:] or None)
+    if not poly.is_valid:
+        raise SlideError(f"{where}: invalid polygon ({explain_validity(poly)}); self-intersecting polygons (edges "
+                         "that cross or touch) are not allowed")
     if poly.area <= 0:
         raise SlideError(f"{where}: polygon has zero area (its vertices lie on one line)")
-    if not poly.is_valid:
-        raise SlideError(f"{where}: invalid polygon ({explain_validity(poly)}): edges that cross or touch are "
-                         "not allowed")
     return poly
 
 
