@@ -46,3 +46,35 @@ def test_unknown_section_and_far_polygon(tmp_path, tissue):
     p = _write(tmp_path, [[1e7, 1e7], [1e7 + 10, 1e7], [1e7 + 10, 1e7 + 10], [1e7, 1e7 + 10], [1e7, 1e7]], section=sec)
     with pytest.raises(SlideError, match="far outside"):
         cells_in_regions(tissue, read_polygons(p), section_key="section")
+
+
+# ----------------------------------------------------------------- issue 13: every problem names file and feature
+_BAD_DOCS = {
+    "top level is a list": ([{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}],
+                            "top level is a JSON list"),
+    "geometry null": ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]},
+                      "feature 0: geometry is null"),
+    "2-point polygon": ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]},
+                        "feature 0: outer ring has fewer than 3 distinct vertices"),
+    "3-point closed ring": ({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [2, 0], [0, 0]]]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]}}]},
+        "feature 1: outer ring has fewer than 3 distinct vertices"),
+    "NaN coordinate": ({"type": "Polygon", "coordinates": [[[0, 0], [float("nan"), 1], [1, 1], [0, 0]]]}, "NaN"),
+    "string coordinate": ({"type": "Polygon", "coordinates": [[[0, 0], ["a", 1], [1, 1], [0, 0]]]}, "position 1"),
+    "features not a list": ({"type": "FeatureCollection", "features": 3}, "'features' must be a list"),
+    "feature not an object": ({"type": "FeatureCollection", "features": [7]}, "feature 0: expected a GeoJSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_DOCS))
+def test_bad_geojson_names_file_and_feature(case, tmp_path):
+    doc, message = _BAD_DOCS[case]
+    p = tmp_path / "regions.geojson"
+    p.write_text(json.dumps(doc))
+    before = p.read_bytes()
+    with pytest.raises(SlideError) as err:
+        read_polygons(p)
+    assert "regions.geojson" in str(err.value) and message in str(err.value), str(err.value)
+    assert "self-intersecting" not in str(err.value)
+    assert p.read_bytes() == before

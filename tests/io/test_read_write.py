@@ -102,3 +102,34 @@ def test_results_get_ordinary_file_permissions(tmp_path):
         os.umask(old)
     for path in (h5, gj):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+
+
+def test_damaged_h5ad_named_before_scipy_sees_it(tmp_path, tissue):
+    import h5py
+    import scipy.sparse as sp
+
+    a = tissue.copy()
+    a.X = sp.csr_matrix(a.X)
+    p = tmp_path / "bad.h5ad"
+    a.write_h5ad(p)
+    with h5py.File(p, "r+") as f:
+        idx = f["X/indices"][:]
+        idx[7] = a.n_vars + 3
+        f["X/indices"][:] = idx
+    before = p.read_bytes()
+    for backed in (False, True):
+        with pytest.raises(SlideError, match=rf"bad.h5ad: X is a damaged sparse matrix: column index {a.n_vars + 3}"):
+            read_slide(p, backed=backed)
+    assert p.read_bytes() == before
+
+
+def test_truncated_or_foreign_h5ad_named(tmp_path, tissue):
+    p = write_h5ad(tissue, tmp_path / "s.h5ad")
+    cut = tmp_path / "cut.h5ad"
+    cut.write_bytes(p.read_bytes()[:4000])
+    with pytest.raises(SlideError, match="cut.h5ad cannot be read as an .h5ad file"):
+        read_slide(cut)
+    txt = tmp_path / "txt.h5ad"
+    txt.write_text("hello")
+    with pytest.raises(SlideError, match="txt.h5ad cannot be read"):
+        read_slide(txt)
