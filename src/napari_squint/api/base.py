@@ -249,6 +249,11 @@ class BaseModel:
                              layer=layer, graph=self.graph_config(), sections=self._prepare_sections(),
                              allow_non_counts=self.allow_non_counts)
 
+    def imputation_engine(self, data: PreparedSlide, section_labels: np.ndarray):
+        """The model's in-painting engine on prepared ``data`` (:class:`~napari_squint.api.impute_engine.ImputeEngine`),
+        used by :class:`napari_squint.tasks.impute.Imputer`."""
+        raise NotImplementedError(f"{self.label} offers no in-painting")
+
     @staticmethod
     def _check_mask(data: PreparedSlide, masked) -> np.ndarray:
         masked = np.asarray(masked, dtype=bool)
@@ -276,8 +281,9 @@ class BaseModel:
         saved = meta.get("model", "squint")  # folders written before CIFM existed name no model
         if saved != cls.kind:
             raise SlideError(f"{path} holds a {saved!r} model, not {cls.label}")
-        check_config_values(config, cls.config_class().to_dict(), path, meta=meta)  # types and sizes, before allocating
-        cfg = cls.config_class.from_dict(config)
+        # types, sizes and the config's own range checks, named against config.json, before allocating
+        cfg = check_config_values(config, cls.config_class().to_dict(), path, meta=meta,
+                                  build=cls.config_class.from_dict)
         if device is not None:
             cfg.update(device=device)
         self = cls(None, section_key=meta.get("section_key"), spatial_key=meta.get("spatial_key", K.SPATIAL_KEY),

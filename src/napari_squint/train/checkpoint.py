@@ -140,13 +140,17 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu"):
     return state, config, genes, meta
 
 
-def check_config_values(config: dict, defaults: dict, path: str | Path, *, meta: dict | None = None) -> None:
+def check_config_values(config: dict, defaults: dict, path: str | Path, *, meta: dict | None = None,
+                        build: Callable[[dict], object] | None = None):
     """Check ``config.json`` against a default configuration of the same shape, before building anything.
 
     Every key must be known, every value of the default's type (an int where an int is expected; a number
     where a float is; JSON ``null`` only where the default is null or for optional numbers), numbers finite,
     integers within ``[0, MAX_CONFIG_INT]`` (``seed`` excepted), and a graph ``k`` smaller than the number of
     cells the model was trained on (``meta.json``'s ``n_train_cells``).
+
+    ``build`` (e.g. ``SquintConfig.from_dict``) then makes the configuration object, whose own range checks
+    are reported against ``config.json`` too; its result is returned (None without ``build``).
 
     Raises
     ------
@@ -197,6 +201,12 @@ def check_config_values(config: dict, defaults: dict, path: str | Path, *, meta:
                                   f"({K.CKPT_META}); the configuration is wrong, not the slide")
         if k < 1:
             raise CheckpointError(f"{file}: k={k} must be at least 1")
+    if build is None:
+        return None
+    try:
+        return build(config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{file}: {' '.join(str(err).split())}") from None
 
 
 def _optional(key: str) -> bool:
