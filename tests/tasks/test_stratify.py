@@ -195,3 +195,11 @@ def test_compare_activation_errors():
     ad.obs[K.ACTIVATION_KEY] = 0.1
     with pytest.raises(ValueError, match="needs at least 2"):
         compare_activation(ad, cell_type_key="cell_type", de_cell_type="A")
+
+
+def test_unknown_condition_column_named_with_the_available_ones(tissue):
+    from napari_squint.data.validate import SlideError
+    from napari_squint.tasks.stratify import stratify
+
+    with pytest.raises(SlideError, match=r"'nosuchcol' not found in adata.obs \(available: \[.*'section'"):
+        stratify(tissue, condition_key="nosuchcol", group="a")

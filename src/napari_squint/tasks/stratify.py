@@ -350,6 +350,11 @@ def stratify(
     -------
     StratifyResult
     """
+    if condition_key not in adata.obs:
+        from napari_squint.data.validate import SlideError
+
+        raise SlideError(f"condition column {condition_key!r} not found in adata.obs "
+                         f"(available: {list(map(str, adata.obs.columns))})")
     target = adata.copy() if copy else adata
     if token_key not in target.obs:
         if model is None:
