@@ -133,3 +133,11 @@ def test_truncated_or_foreign_h5ad_named(tmp_path, tissue):
     txt.write_text("hello")
     with pytest.raises(SlideError, match="txt.h5ad cannot be read"):
         read_slide(txt)
+
+
+def test_damaged_zarr_named(tmp_path, tissue):
+    p = tmp_path / "broken.zarr"
+    p.mkdir()
+    (p / "zarr.json").write_text("{not json")
+    with pytest.raises(SlideError, match="broken.zarr cannot be read as a SpatialData .zarr store"):
+        read_slide(p)

@@ -63,8 +63,20 @@ def read_slide(
         adata = _read_h5ad(path, backed=backed)
         src = {"path": str(path), "format": "h5ad"}
     elif path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists():
-        adata, src = _read_spatialdata(path, table_key=table_key, spatial_key=spatial_key, section_key=section_key,
-                                       lazy_layer=(layer or "X") if backed else None)
+        try:
+            adata, src = _read_spatialdata(path, table_key=table_key, spatial_key=spatial_key,
+                                           section_key=section_key, lazy_layer=(layer or "X") if backed else None)
+        except SlideError:
+            raise
+        except Exception as err:  # zarr / spatialdata read errors take many types; the store is at fault
+            raise SlideError(f"{path} cannot be read as a SpatialData .zarr store "
+                             f"({type(err).__name__}: {_short(err)})") from None
+        if not backed:
+            from napari_squint.data.validate import check_sparse_structure
+
+            check_sparse_structure(adata.X, where=f"{path}: table X")
+            for key in adata.layers:
+                check_sparse_structure(adata.layers[key], where=f"{path}: table layer {key!r}")
     else:
         raise SlideError(f"unsupported slide format {path.suffix!r} for {path}: use .h5ad or SpatialData .zarr")
     if layer is not None and not (backed and src["format"] == "spatialdata"):  # lazy tables hold it in X
