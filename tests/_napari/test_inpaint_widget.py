@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_squint import _constants as K
-from napari_squint._napari.inpaint_widget import OVERLAY_META, InpaintWidget
+from napari_squint._napari.inpaint_widget import InpaintWidget
 from napari_squint._napari.layers import cell_layers
 
 pytest.importorskip("napari_squint.tasks.impute")
@@ -43,21 +43,37 @@ def test_impute_a_drawn_polygon(inpaint_widget, viewer):
     assert set(out.obs_names) == set(a.obs_names[inside])
     assert out.layers[K.IMPUTED_LAYER].shape == (inside.sum(), len(w.session.model.genes))
     assert not out.obs[K.CREATED_KEY].any()
-    # the imputed and the measured gene are shown over the patch, on the same colour scale
-    overlays = [lyr for lyr in viewer.layers if OVERLAY_META in lyr.metadata]
+    # the gene on every cell: imputed inside, measured outside, one colour scale (the canvas and the close-up)
     gene = w.gene_combo.currentText()
-    assert sorted(lyr.name for lyr in overlays) == sorted([f"imputed · {gene}", f"measured · {gene}"])
-    assert all(len(lyr.data) == inside.sum() for lyr in overlays)
-    assert len(w.figure.figure.axes) == 3  # measured, imputed, colour bar
-    # metrics of SQuINT and of the neighbourhood average on the same cells
+    s = w.session
+    assert s.legend.title == gene and "imputed" in s.legend.caption()
+    from napari_squint._napari.colouring import gene_values
+
+    values, flag = gene_values(a, gene, imputed=out)
+    assert (flag == inside).all()
+    assert np.array_equal(s.colour_values, values)
+    assert s.legend.limits == (0.0, pytest.approx(values.max()))
+    axes = w.figure.figure.axes
+    assert len(axes) == 3  # measured, imputed, colour bar
+    assert axes[0].yaxis_inverted()  # y down, as napari draws the section
+    assert not [lyr for lyr in viewer.layers if lyr.name.startswith(("imputed ·", "measured ·"))]
+    # metrics of SQuINT and of the neighbourhood average on the same cells, explained
     assert set(w.metrics) == {"SQuINT", "neighbourhood average"}
     assert -1 <= w.metrics["SQuINT"]["pc_cell"] <= 1
-    assert "saw these cells" in w.metrics_label.text()
+    assert "saw these cells" in w.metrics_label.text() and "higher is better" in w.metrics_label.text()
+    assert "Pearson" in w.metrics_table.horizontalHeaderItem(0).toolTip()
+    assert w.metrics_table.rowCount() == 2
+    assert list(w._table()["method"]) == ["SQuINT", "neighbourhood average"]
     assert w.session.results["impute"] is out and w.session.dirty
     assert [r.section for r in w.session.regions] == ["section_0"]
-    # another gene re-colours without recomputing
-    w.gene_combo.setCurrentIndex((w.gene_combo.currentIndex() + 1) % w.gene_combo.count())
-    assert any(lyr.name.endswith(w.gene_combo.currentText()) for lyr in viewer.layers if OVERLAY_META in lyr.metadata)
+    # another gene re-colours without recomputing; the slide was prepared once and is reused
+    imputer = s.cache["imputer"]
+    other = w.gene_combo.itemText((w.gene_combo.currentIndex() + 1) % w.gene_combo.count())
+    w.show_gene(other)
+    assert s.legend.title == other
+    w.impute()
+    assert w.last_error is None and s.cache["imputer"] is imputer
+    assert "prepare" not in w.status.text() and "impute" in w.status.text()
 
 
 def test_generated_counts_are_a_choice(inpaint_widget, viewer):
