@@ -45,6 +45,10 @@ def select_genes(
             return adata.var_names.tolist()
         import scanpy as sc
 
+        from napari_squint.data.validate import check_sparse_structure
+
+        X = adata.X if layer is None else adata.layers[layer]
+        check_sparse_structure(X, where="adata.X" if layer is None else f"adata.layers[{layer!r}]")  # before scanpy
         tmp = AnnData(X=adata.X if layer is None else adata.layers[layer], obs=adata.obs[[]].copy())
         tmp.var_names = adata.var_names
         if batch_key is not None:
