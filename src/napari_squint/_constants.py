@@ -28,6 +28,13 @@ TOKEN_AFTER_KEY = "squint_token_after"  #: obs, token after a perturbation
 CIFM_EMB_KEY = "cifm_microenv"  #: obsm, CIFM microenvironment embedding
 CIFM_CELL_EMB_KEY = "cifm_cell"  #: obsm, CIFM cell embedding (edges removed)
 UNS_KEY = "squint"  #: uns, parameters of every squint call, by function
+CIFM_EMBED_UNS = "cifm_embed"  #: uns[UNS_KEY] entry written by Cifm.embed
+REGION_KEY = "squint_region"  #: obs (categorical) of an in-painting result: the region of each output cell
+RING_KEY = "squint_ring"  #: obs (int) of an in-painting result: infill ring (1 = next to measured cells; 0 one-shot)
+SPLIT_KEY = "cifm_split"  #: obs column written by tasks.cifm_eval.regional_split when given an AnnData
+INJECT_PREFIX = "cifm_inject"  #: prefix of the obs columns written by tasks.inject (InjectionResult.annotate)
+RESULTS_TABLE = "squint_cells"  #: SpatialData table holding the plugin's computed per-cell columns
+CELLS_LAYER_META = "squint_layer"  #: napari layer metadata key: the cells a points layer shows (section, spacing)
 
 # --- checkpoint files ---------------------------------------------------------
 CKPT_WEIGHTS = "model.safetensors"

@@ -152,7 +152,7 @@ def test_imputer_with_cifm_oneshot_equals_impute_cells(tiny_cifm, tissue_proto):
     np.testing.assert_allclose(np.asarray(fill.layers[K.IMPUTED_LAYER]).sum(1), depth, rtol=1e-4)
     # inner rings see the imputed outer rings in infill, only the learnt padding in one-shot
     assert not np.allclose(fill.layers[K.IMPUTED_LAYER], one.layers[K.IMPUTED_LAYER])
-    with pytest.raises(ValueError, match="CIFM has no microenvironment decoder head"):
+    with pytest.raises(ValueError, match="nbr_mode=.decoder.: CIFM offers"):
         imp.impute(mask=mask, nbr_mode="decoder")
 
 

@@ -124,8 +124,11 @@ def test_context_method_fills_empty_regions_from_observed_cells(torn, tiny_model
     assert (out.layers["imputed"].sum(1) > 0).all() and (out.obs["squint_ring"] == 0).all()
     # the context of a created cell is the nearest observed cells of its own section
     sec = np.asarray(["section_1"] * 30 + ["section_0"] * int(created.sum()), dtype=object)
-    ctx = imputer._observed_context(out.obsm["spatial"], sec, np.flatnonzero(np.isin(adata.obs_names, out.obs_names)),
-                                    k=8, width=16)
+    from types import SimpleNamespace
+
+    ts = SimpleNamespace(cells=np.arange(out.n_obs), xy=out.obsm["spatial"], sections=sec,
+                         target_mask=np.isin(adata.obs_names, out.obs_names))
+    ctx = imputer.engine._observed_context(ts, k=8, width=16)
     labels = adata.obs["section"].astype(str).to_numpy()
     assert (labels[ctx[created][:, :8]] == "section_0").all() and (ctx[:, 8:] == -1).all()
     assert not np.isin(ctx, np.flatnonzero(np.isin(adata.obs_names, out.obs_names))).any()

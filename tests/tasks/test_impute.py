@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from napari_squint.data.validate import SlideError
-from napari_squint.tasks.impute import Imputer, _rings, impute
+from napari_squint.tasks.impute import Imputer, impute
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +82,6 @@ def test_targets_counts_are_never_read(tiny_model, small_tissue, region):
             assert (a.obs["squint_token"].to_numpy() == b.obs["squint_token"].to_numpy()).all()
 
 
-def test_ring_order_on_a_chain():
-    # chain 0-1-2-3-4-5, cell 0 observed, 5 isolated from the observed side by nothing: rings 1..5
-    nbr = np.full((6, 2), -1)
-    for i in range(6):
-        nbr[i] = [i - 1 if i > 0 else -1, i + 1 if i < 5 else -1]
-    observed = np.array([True, False, False, False, False, False])
-    assert _rings(np.arange(1, 6), nbr, observed).tolist() == [1, 2, 3, 4, 5]
-    # an island with no observed cell becomes one last ring
-    nbr2 = np.array([[1, -1], [0, -1], [-1, -1], [-1, -1]])
-    assert _rings(np.array([1, 2, 3]), nbr2, np.array([True, False, False, False])).tolist() == [1, 2, 2]
-
-
 def test_infill_rings_follow_the_graph(imputer, region):
     out = imputer.impute(regions=[region], method="infill")
     d = imputer.data
@@ -126,8 +114,13 @@ class NeighbourMeanModel:
         self.genes, self.config = model.genes, model.config
         self.section_key, self.spatial_key = model.section_key, model.spatial_key
 
-    def prepare(self, adata, align=False):
-        return self._model.prepare(adata, align=align)
+    def __getattr__(self, name):  # capabilities, graph_config, prepare: the wrapped model's
+        return getattr(self._model, name)
+
+    def imputation_engine(self, data, section_labels):
+        from napari_squint.api.squint_impute import SquintImputeEngine
+
+        return SquintImputeEngine(self, data, section_labels)
 
     def impute_cells(self, data, masked, *, cells=None, library=None, draw="mean", seed=0):
         x = np.expm1(data.x_in.toarray())

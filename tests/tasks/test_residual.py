@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from napari_squint.metrics import log_normalise
 from napari_squint.tasks.impute import Imputer
-from napari_squint.tasks.residual import clean_cells, microenvironment_residuals
+from napari_squint.api.squint_residual import clean_cells, microenvironment_residuals
 
 
 def test_clean_cells_on_a_chain():
@@ -65,11 +65,11 @@ def test_correction_carries_a_regional_shift_into_the_polygon(tiny_model, small_
 def test_residuals_are_computed_once_and_cached(imputer, small_tissue, make_disc):
     region = make_disc(small_tissue, "section_0", 50, name="a")
     a = imputer.impute(regions=[region])
-    assert imputer._resid_done.sum() > 0
-    done = imputer._resid_done.copy()
+    assert imputer.engine._resid_done.sum() > 0
+    done = imputer.engine._resid_done.copy()
     b = imputer.impute(regions=[region])
     np.testing.assert_array_equal(a.layers["imputed"], b.layers["imputed"])
-    np.testing.assert_array_equal(done, imputer._resid_done)  # nothing recomputed
+    np.testing.assert_array_equal(done, imputer.engine._resid_done)  # nothing recomputed
 
 
 def test_residual_needs_squint_logmean(imputer, small_tissue, make_disc):

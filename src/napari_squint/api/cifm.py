@@ -29,9 +29,11 @@ from anndata import AnnData
 
 from napari_squint import _constants as K
 from napari_squint.api.base import BaseModel
+from napari_squint.api.cifm_impute import CifmImputeEngine
 from napari_squint.config import CifmConfig
 from napari_squint.data.cifm_batch import replace_rows
 from napari_squint.data.cifm_graph import CifmGraph, build_graph, graph_from_prepared
+from napari_squint.data.imputation import counts_from_log, masked_depth, microenv_members, microenv_sum
 from napari_squint.data.prepare import GraphConfig, PreparedSlide
 from napari_squint.data.validate import section_rows
 from napari_squint.models.cifm import CifmModule
@@ -42,36 +44,11 @@ from napari_squint.train.events import ProgressEvent
 __all__ = ["Cifm", "CifmConfig", "NoTokensError", "benchmark_method", "counts_from_log", "make_benchmark_method"]
 
 #: uns[UNS_KEY] entry written by :meth:`Cifm.embed`.
-EMBED_UNS = "cifm_embed"
+EMBED_UNS = K.CIFM_EMBED_UNS
 
 
 class NoTokensError(NotImplementedError):
     """CIFM has continuous embeddings, not discrete tokens."""
-
-
-def counts_from_log(x_log: np.ndarray, library: np.ndarray) -> np.ndarray:
-    """Turn normalised log expression into expected counts at a given depth.
-
-    ``expm1`` undoes ``log1p``; each row is then rescaled to sum to its
-    ``library``, so only the reconstructed *composition* is kept (a
-    reconstruction does not sum exactly to 10^4).
-
-    Parameters
-    ----------
-    x_log
-        ``(m, g)`` log1p(counts per 10^4) (e.g. a CIFM reconstruction).
-    library
-        ``(m,)`` total counts of each row.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(m, g)`` float64 counts whose rows sum to ``library``.
-    """
-    e = np.expm1(np.clip(np.asarray(x_log, dtype=np.float64), 0.0, None))
-    tot = e.sum(1, keepdims=True)
-    p = np.divide(e, tot, out=np.full_like(e, 1.0 / max(e.shape[1], 1)), where=tot > 0)
-    return p * np.asarray(library, dtype=np.float64)[:, None]
 
 
 class Cifm(BaseModel):
@@ -132,6 +109,9 @@ class Cifm(BaseModel):
                 f"radius graph mean degree {self.graph.mean_degree():.1f} on {self.device}")
 
     # -------------------------------------------------------------- inference
+    def imputation_engine(self, data: PreparedSlide, section_labels: np.ndarray) -> CifmImputeEngine:
+        return CifmImputeEngine(self, data, section_labels)
+
     def graph_of(self, data: PreparedSlide) -> CifmGraph:
         """The radius graph of prepared data (the training graph for ``self.data``)."""
         if data is self.data and self.graph is not None:
@@ -213,18 +193,7 @@ class Cifm(BaseModel):
         """
         masked = self._check_mask(data, masked)
         cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
-        lib = data.library().astype(np.float64)
-        if library is None:
-            est = lib.copy()
-            for b in np.unique(data.batch[masked]):
-                sec = data.batch == b
-                obs = sec & ~masked
-                ref = lib[obs] if obs.any() else lib[~masked]
-                est[sec & masked] = np.median(ref) if ref.size else np.median(lib)
-        else:
-            est = np.asarray(library, dtype=np.float64)
-            if est.shape != (data.n_cells,):
-                raise ValueError(f"library has shape {est.shape}; expected ({data.n_cells},)")
+        est = masked_depth(data, masked, library)
         graph = self.graph_of(data)
         # every masked cell reconstructed once: needed for cells, their kNN members and the latent
         all_masked = np.flatnonzero(masked)
@@ -238,22 +207,8 @@ class Cifm(BaseModel):
             x_cells[seen] = reconstruct_tiled(self.module, graph, masked, cells[seen], self.config, self.device)
         imputed = counts_from_log(x_cells, est[cells])
         # imputed X_nbr on the kNN table: measured observed members + imputed masked members
-        counts = data.counts
-        nb = data.nbr[cells]
-        members = np.concatenate([cells[:, None], nb], axis=1)
-        valid = members >= 0
-        safe = np.maximum(members, 0)
-        is_masked = masked[safe] & valid
-        nbr_sum = np.zeros((cells.size, data.n_genes))
-        obs_rows, obs_cols = np.nonzero(valid & ~is_masked)
-        if obs_rows.size:
-            sel = _row_selector(obs_rows, safe[obs_rows, obs_cols], cells.size, data.n_cells)
-            nbr_sum += np.asarray((sel @ counts).todense())
-        m_rows, m_cols = np.nonzero(is_masked)
-        if m_rows.size:
-            who = safe[m_rows, m_cols]
-            est_counts = counts_from_log(x_all[who].toarray(), est[who])
-            np.add.at(nbr_sum, m_rows, est_counts)
+        a_meas, a_imp = microenv_members(cells, data.nbr[cells], all_masked, data.n_cells)
+        nbr_sum = microenv_sum(data.counts, a_meas, a_imp, counts_from_log(x_all[all_masked].toarray(), est[all_masked]))
         latent = encode_tiled(self.module, graph, cells, self.config, self.device, x_override=x_all)
         return {"imputed": imputed, "imputed_nbr": nbr_sum, "x_log": x_cells,
                 "tokens": np.full(cells.size, -1, dtype=np.int64),
@@ -371,10 +326,6 @@ class Cifm(BaseModel):
         radius = f"{c.radius:g}" if c.radius is not None else f"{c.radius_factor:g} x median NN"
         return (f"Cifm(genes={len(self.genes)}, sections={len(self.sections)}, radius={radius}, "
                 f"hidden={c.hidden}, latent={c.latent}, layers={c.layers}, device={self.device})")
-
-
-def _row_selector(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int):
-    return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_rows, n_cols))
 
 
 def benchmark_method(

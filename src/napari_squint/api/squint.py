@@ -19,8 +19,10 @@ from anndata import AnnData
 
 from napari_squint import _constants as K
 from napari_squint.api.base import BaseModel
+from napari_squint.api.squint_impute import SquintImputeEngine
 from napari_squint.config import SquintConfig
 from napari_squint.data.batch import chunks, make_batch
+from napari_squint.data.imputation import masked_depth
 from napari_squint.data.prepare import GraphConfig, PreparedSlide
 from napari_squint.models.squint import SquintModule
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
@@ -107,6 +109,9 @@ class Squint(BaseModel):
         self.module.load_state_dict(state)
 
     # -------------------------------------------------------------- inference
+    def imputation_engine(self, data: PreparedSlide, section_labels: np.ndarray) -> SquintImputeEngine:
+        return SquintImputeEngine(self, data, section_labels)
+
     @torch.no_grad()
     def encode(self, data: PreparedSlide, *, masked: np.ndarray | None = None, cells: np.ndarray | None = None,
                batch_size: int = 8192, decode: bool = False,
@@ -187,16 +192,7 @@ class Squint(BaseModel):
         if masked.shape != (data.n_cells,):
             raise ValueError(f"masked has shape {masked.shape}; expected ({data.n_cells},)")
         cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
-        lib = data.library().astype(np.float64)
-        if library is None:
-            est = lib.copy()
-            for b in np.unique(data.batch[masked]):
-                sec = data.batch == b
-                obs = sec & ~masked
-                ref = lib[obs] if obs.any() else lib[~masked]
-                est[sec & masked] = np.median(ref) if ref.size else np.median(lib)
-        else:
-            est = np.asarray(library, dtype=np.float64)
+        est = masked_depth(data, masked, library)
         nb = data.nbr[cells]
         lib_nbr = est[cells] + np.where(nb >= 0, est[np.maximum(nb, 0)], 0.0).sum(1)
         rng = np.random.default_rng(seed)

@@ -120,12 +120,22 @@ def build_graph(
     return CifmGraph(x_in=x, coords=model_xy, adj=adj, section=section, tile=tiles, radius=radius)
 
 
-def graph_from_prepared(data: PreparedSlide, cfg: CifmConfig) -> CifmGraph:
-    """:func:`build_graph` on a :class:`PreparedSlide` (its ``x_in``, ``batch``, ``tile``)."""
-    scales = {b: data.scales[name] for b, name in enumerate(data.sections) if name in data.scales}
-    _, section = np.unique(data.batch, return_inverse=True)
-    uniq = np.unique(data.batch)
-    scales = {i: scales[int(b)] for i, b in enumerate(uniq) if int(b) in scales}
-    return build_graph(data.x_in, data.coords, section, cfg, tile=data.tile, scales=scales)
+def graph_from_prepared(data: PreparedSlide, cfg: CifmConfig, *, extra_coords: np.ndarray | None = None,
+                        extra_batch: np.ndarray | None = None) -> CifmGraph:
+    """:func:`build_graph` on a :class:`PreparedSlide` (its ``x_in``, ``batch``, ``tile``, section scales).
 
-
+    ``extra_coords`` ``(c, 2)`` and ``extra_batch`` ``(c,)`` add new cells
+    (zero expression, numbered after the slide's) to the radius graph of their
+    section; tiles are then recomputed on the grid.
+    """
+    x, coords, batch, tile = data.x_in, data.coords, data.batch, data.tile
+    if extra_coords is not None and len(extra_coords):
+        batch = np.concatenate([batch, np.asarray(extra_batch, dtype=np.int64)])
+        coords = np.vstack([coords, np.asarray(extra_coords, dtype=np.float64)])
+        x = sp.vstack([x, sp.csr_matrix((len(extra_coords), data.n_genes), dtype=np.float32)]).tocsr()
+        tile = None
+    uniq, section = np.unique(batch, return_inverse=True)
+    names = list(data.sections)
+    scales = {i: float(data.scales[names[int(b)]]) for i, b in enumerate(uniq)
+              if int(b) < len(names) and names[int(b)] in data.scales}
+    return build_graph(x, coords, section, cfg, tile=tile, scales=scales)

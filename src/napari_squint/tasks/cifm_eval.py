@@ -61,7 +61,7 @@ __all__ = [
     "topk_typing",
 ]
 
-SPLIT_KEY = "cifm_split"  #: obs column written by :func:`regional_split` when given an AnnData
+SPLIT_KEY = K.SPLIT_KEY  #: obs column written by :func:`regional_split` when given an AnnData
 TRAIN, VAL, TEST = "train", "validation", "test"
 
 

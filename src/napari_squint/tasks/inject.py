@@ -46,7 +46,7 @@ from napari_squint.train.events import ProgressEvent, drive
 __all__ = ["InjectionResult", "iter_inject", "simulate_injection", "transition_matrix"]
 
 #: obs columns written by :meth:`InjectionResult.annotate` (prefix ``cifm_inject``).
-INJECT_PREFIX = "cifm_inject"
+INJECT_PREFIX = K.INJECT_PREFIX
 
 
 def transition_matrix(before, after, *, categories: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

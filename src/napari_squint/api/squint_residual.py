@@ -31,7 +31,7 @@ correlation against the model alone (docs/imputation.md).
 Only measured cells with no target in their graph row are used: their
 encoding (one GraphSAGE hop) and their microenvironment read no target, so
 their residuals are the same whatever the polygon and are computed once
-and cached by :class:`~napari_squint.tasks.impute.Imputer`.
+and cached by :class:`~napari_squint.api.squint_impute.SquintImputeEngine`.
 """
 
 from __future__ import annotations
