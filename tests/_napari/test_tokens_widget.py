@@ -159,3 +159,50 @@ def test_a_mouse_click_on_the_canvas_picks_the_cell(tokens_widget, viewer):
     mouse_move_callbacks(viewer, read_only_mouse_event(type="mouse_move", is_dragging=True, position=moved))
     mouse_release_callbacks(viewer, read_only_mouse_event(type="mouse_release", position=moved))
     assert w.session.picked is None
+
+
+def test_overview_lists_every_token_and_selects_on_click(tokens_widget, tmp_path):
+    pytest.importorskip("napari_squint.tasks.explain")
+    w = tokens_widget
+    w.describe_tokens()
+    assert w.last_error is None, w.last_error
+    counts = w.session.adata.obs[K.TOKEN_KEY].value_counts()
+    n = int((counts > 0).sum())
+    assert w.overview.rowCount() == n
+    assert w.overview.item(0, 1).text().startswith(f"{counts.iloc[0]:,} ")  # the most used token first
+    assert "%" in w.overview.item(0, 2).text()  # top cell types with their shares
+    tok = w.overview.item(2, 0).data(TOKEN_ROLE)
+    w._overview_clicked(2)
+    assert w.selected_token == tok
+    out = w.save_overview(tmp_path / "tokens.csv")
+    import pandas as pd
+
+    assert len(pd.read_csv(out)) == n
+
+
+def test_clicking_a_cell_brings_the_tokens_tab_forward(make_napari_viewer, tissue, tiny_model):
+    from qtpy.QtWidgets import QApplication, QTabBar
+
+    from napari_squint._napari.hooks import main_window_of
+
+    viewer = make_napari_viewer()
+    docks = {}
+    for name in ("Slide & model", "Tokens", "Perturb"):
+        docks[name] = viewer.window.add_plugin_dock_widget("napari-squint", name)[1]
+        QApplication.processEvents()
+    slide = docks["Slide & model"]
+    s = slide.session
+    s.set_slide(tissue, source={"format": "synthetic"})
+    slide.show_cells()
+    s.set_model(tiny_model)
+    tiny_model.tokens(s.adata)
+    s.mark_changed("tokens")
+    docks["Perturb"].bring_forward()
+    bar = next(b for b in main_window_of(slide).findChildren(QTabBar) if b.count() == 3)
+    assert bar.tabText(bar.currentIndex()).startswith("Perturb")
+    s.picked = 5
+    s.notify("pick")
+    QApplication.processEvents()
+    assert bar.tabText(bar.currentIndex()).startswith("Tokens")
+    assert docks["Tokens"].selected_token == s.adata.obs[K.TOKEN_KEY].iloc[5]
+    s.dirty = False

@@ -6,7 +6,19 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
-from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit, QListWidget, QListWidgetItem, QSpinBox
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+)
 
 from napari_squint import _constants as K
 from napari_squint._napari.colours import colour_categories, highlight
@@ -19,6 +31,14 @@ TOKEN_ROLE = Qt.ItemDataRole.UserRole
 RANKS = {"most used": "count", "highest programme expression": "programme"}
 #: tokens with fewer cells are left out of the programme ranking
 MIN_CELLS_RANKED = 20
+#: overview columns and what they mean
+OVERVIEW_COLUMNS = {
+    "token": "the token (colour as on the canvas)",
+    "cells": "cells holding the token (share of the slide)",
+    "top cell types": "most common cell types among its cells",
+    "top genes": "marker genes: up in the token's cells vs all others (t-test)",
+    "sections": "sections where it occurs, and where most of its cells are",
+}
 
 
 def _explain():
@@ -51,11 +71,35 @@ class TokensWidget(SquintDock):
         form.addRow(self.legend)
         self.all_button = self.button("Show all tokens", self.clear_selection, busy=False)
         self.count_label = QLabel("")
-        form.addRow(self.all_button, self.count_label)
+        form.addRow(_row(self.all_button, self.count_label))  # its own row, below the legend
         self.genes_label = QLabel("select a token to see its top genes")
         self.genes_label.setWordWrap(True)
         self.genes_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.genes_label)
+
+        form = self.group("Overview of every token")
+        self.overview_button = self.button("Describe all tokens", self.describe_tokens,
+                                           tip="size, main cell types, marker genes (t-test, token vs rest), "
+                                               "sections; click a row to select the token")
+        form.addRow(self.overview_button)
+        self.overview = QTableWidget(0, len(OVERVIEW_COLUMNS))
+        self.overview.setHorizontalHeaderLabels(list(OVERVIEW_COLUMNS))
+        for i, tip in enumerate(OVERVIEW_COLUMNS.values()):
+            self.overview.horizontalHeaderItem(i).setToolTip(tip)
+        self.overview.verticalHeader().setVisible(False)
+        self.overview.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.overview.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.overview.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.overview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.overview.setWordWrap(False)
+        self.overview.setMinimumHeight(180)
+        self.overview.cellClicked.connect(lambda row, _col: self._overview_clicked(row))
+        form.addRow(self.overview)
+        self.overview_export = QPushButton("Save table…")
+        self.overview_export.setToolTip("CSV; never replaces a file napari-squint did not write")
+        self.overview_export.clicked.connect(lambda *_: self._ask_save_overview())
+        form.addRow(self.overview_export)
+        self.overview_table = None
 
         form = self.group("Gene programme (dot plot across tokens)")
         self.programme_edit = QLineEdit()
@@ -70,6 +114,8 @@ class TokensWidget(SquintDock):
         form.addRow(self.dot_button)
         self.dotplot = FigurePanel(width=4.2, height=4.0)
         form.addRow(self.dotplot)
+        form.addRow(self.dotplot.export_row(self, "programme_dotplot", table=lambda: self.dot_table))
+        self.dot_table = None
         self.selected_token = None
         self.summary = None  # explain_tokens() result
         self.finish_layout()
@@ -77,17 +123,20 @@ class TokensWidget(SquintDock):
     # ----------------------------------------------------------- session
     def refresh(self, what: str) -> None:
         s = self.session
-        self.assign_button.setEnabled(s.model is not None and s.model_kind != "cifm"
+        self.assign_button.setEnabled(s.model is not None and not s.model_lacks_tokens
                                       and not (self.job and self.job.running))
         if what == "model" and not s.has_tokens:
             self.count_label.setText(_no_tokens_text(s))
         if what in ("tokens", "slide", "init"):
             self.summary = None
+            self.overview_table = None
+            self.overview.setRowCount(0)
             self._fill_legend()
             if what == "tokens" and s.has_tokens:
                 self.colour_by_token()
         if what == "pick" and s.picked is not None and s.has_tokens:
             self.select_token(s.adata.obs[K.TOKEN_KEY].iloc[s.picked])
+            self.bring_forward()  # the answer to a click on a cell is here
 
     def _fill_legend(self) -> None:
         self.legend.blockSignals(True)
@@ -120,7 +169,7 @@ class TokensWidget(SquintDock):
         """Run the model on every cell of the slide (worker) and colour by token."""
         if not self.require_model():
             return None
-        if self.session.model_kind == "cifm":
+        if self.session.model_lacks_tokens:
             self.error(RuntimeError(_no_tokens_text(self.session)))
             return None
         model, adata = self.session.model, self.session.adata
@@ -141,7 +190,7 @@ class TokensWidget(SquintDock):
     def colour_by_token(self) -> None:
         """Colour every cell by its token (stable colours), highlighting the selected token if any."""
         if not self.session.has_tokens:
-            self.error(RuntimeError(_no_tokens_text(self.session) if self.session.model_kind == "cifm" else
+            self.error(RuntimeError(_no_tokens_text(self.session) if self.session.model_lacks_tokens else
                                     f"no tokens: obs[{K.TOKEN_KEY!r}] is missing; train or load a model"))
             return
         from napari_squint._napari.colouring import TOKEN, colour_by
@@ -220,6 +269,66 @@ class TokensWidget(SquintDock):
         self.genes_label.setText("ranking genes per token…")
         self.run_job(work, desc="explaining tokens", on_done=done)
 
+    # ---------------------------------------------------------- overview
+    def describe_tokens(self) -> None:
+        """Fill the overview table (describes every token first when needed)."""
+        if not self.session.has_tokens:
+            self.error(RuntimeError(_no_tokens_text(self.session)))
+            return
+        if self.summary is None:
+            self._explain_then(self.fill_overview)
+        else:
+            self.fill_overview()
+
+    def fill_overview(self) -> None:
+        from napari_squint.tasks.token_table import token_overview
+
+        table = token_overview(self.summary)
+        self.overview_table = table
+        _, cats, lut = token_colours(self.session.adata)
+        colour = {c: lut[i] for i, c in enumerate(cats)}
+        t = self.overview
+        t.setRowCount(len(table))
+        for r, (tok, row) in enumerate(table.iterrows()):
+            cells = [f"token {tok}", f"{row['cells']:,} ({row['percent']:.1f}%)", row["top cell types"],
+                     row["top genes"], row["sections"]]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(str(text))
+                item.setToolTip(str(text))
+                if c == 0:
+                    item.setData(TOKEN_ROLE, tok)
+                    if tok in colour:
+                        pm = QPixmap(12, 12)
+                        r_, g_, b_, _ = (np.asarray(colour[tok]) * 255).astype(int)
+                        pm.fill(QColor(int(r_), int(g_), int(b_)))
+                        item.setIcon(QIcon(pm))
+                t.setItem(r, c, item)
+        self.set_status(f"{len(table)} tokens described; click a row to select a token")
+
+    def _overview_clicked(self, row: int) -> None:
+        item = self.overview.item(row, 0)
+        if item is not None:
+            self.select_token(item.data(TOKEN_ROLE))
+
+    def _ask_save_overview(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save the token overview", "tokens.csv", "CSV (*.csv)")
+        if path:
+            self.save_overview(path)
+
+    def save_overview(self, path):
+        """Write the overview table as CSV (atomic; never over a file napari-squint did not write)."""
+        from napari_squint._napari.export import export_table
+
+        try:
+            out = export_table(self.overview_table, path, inputs=[self.session.source.get("path")])
+        except Exception as err:
+            self.error(err)
+            return None
+        self.set_status(f"token overview saved to {out}")
+        return out
+
     def dot_plot(self) -> None:
         """Dot plot of the programme genes across the most used tokens (size: fraction expressing, colour: mean)."""
         s = self.session
@@ -250,14 +359,15 @@ class TokensWidget(SquintDock):
     def _draw_dots(self, table: pd.DataFrame) -> None:
         from napari_squint.plot.tokens import plot_programme_dotplot
 
+        self.dot_table = table
         self.dotplot.set_figure(plot_programme_dotplot(table))
         self.set_status(f"dot plot: {table['gene'].nunique()} genes × {table['token'].nunique()} tokens")
 
 
 def _no_tokens_text(session) -> str:
     """Why there are no tokens: no model yet, or a CIFM model (which has none)."""
-    if session.model_kind == "cifm":
-        return (f"CIFM has no tokens: its microenvironment embedding is in obsm['{K.CIFM_EMB_KEY}']; "
+    if session.model_lacks_tokens:
+        return (f"{session.model.label} has no tokens: its microenvironment embedding is in obsm['{K.CIFM_EMB_KEY}']; "
                 "train a SQuINT model for tokens")
     return "no tokens yet: train or load a model"
 
