@@ -173,9 +173,9 @@ class TrainConfig:
     batch_unknown_p: float = 0.1  #: chance a cell's section id is hidden (learns an "unknown slide" id)
     seed: int = 0
     device: str = "auto"
-    num_threads: int | None = None  #: torch CPU threads (None: torch's default)
+    num_threads: int | None = None  #: torch CPU threads (None: NAPARI_SQUINT_THREADS, else train/threads.py's policy)
     amp: bool = True  #: bf16 autocast on CUDA (ignored on CPU)
-    prefetch: int = 2  #: batches assembled ahead in a background thread
+    prefetch: int = 2  #: batches assembled ahead in a thread (0: none; used when train/threads.py finds a core)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -11,7 +11,7 @@ from napari_squint.data.batch import Batch
 from napari_squint.nn.centre import SyncCentre
 from napari_squint.nn.codebook import CosineCodebook
 from napari_squint.nn.film import FiLM
-from napari_squint.nn.mlp import mlp
+from napari_squint.nn.mlp import mlp, mlp_masked_rows
 from napari_squint.nn.nb import nb_log_likelihood
 from napari_squint.config import ModelConfig
 
@@ -134,8 +134,8 @@ class SquintModule(nn.Module):
 
         ``raw=True`` returns the latents before centring (used to calibrate it).
         """
-        x = self.masked_input(batch.x_in, batch.masked, noise)
-        h_all = self.enc_mlp(x)
+        # = enc_mlp(masked_input(...)) without the first layer's input gradient (nn/mlp.py)
+        h_all = mlp_masked_rows(self.enc_mlp, batch.x_in, batch.masked, self.mask_token, noise)
         h = self.sage((h_all, h_all[batch.seed_local]), batch.edge_index)
         c = self.conditions(batch.cond, batch.batch_id)
         if self.enc_film is not None:
@@ -171,20 +171,21 @@ class SquintModule(nn.Module):
             with torch.autocast(device_type=q.device.type, enabled=False):  # likelihoods in float32
                 probs, probs_cell = probs.float(), probs_cell.float()
                 lib = batch.x_nbr.sum(-1, keepdim=True)
-                w = torch.ones(q.shape[0], device=q.device)
+                w = None  # all weights 1: the weighted mean is the plain mean (no (B, g) product)
                 if masked_weight != 1.0:
                     w = torch.where(batch.masked[batch.seed_local], masked_weight, 1.0).to(q.device)
-                w = (w / w.mean())[:, None]
+                    w = (w / w.mean())[:, None]
                 ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.float().exp())
-                out["nb_loss"] = -(w * ll).mean()
+                out["nb_loss"] = -(ll if w is None else w * ll).mean()
                 if batch.x_cell is not None:
                     lib_c = batch.x_cell.sum(-1, keepdim=True)
                     llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.float().exp())
-                    out["nb_cell_loss"] = -(w * llc).mean()
+                    out["nb_cell_loss"] = -(llc if w is None else w * llc).mean()
         if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
-            pos = self.edge_logits(q, batch.pos_edges).float()
-            neg = self.edge_logits(q, batch.neg_edges).float()
-            logits = torch.cat([pos, neg])
+            # one pass of the edge MLP and one gather for positive and negative pairs together
+            n_pos = batch.pos_edges.shape[1]
+            logits = self.edge_logits(q, torch.cat([batch.pos_edges, batch.neg_edges], dim=1)).float()
+            pos, neg = logits[:n_pos], logits[n_pos:]
             target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
             out["adj_loss"] = F.binary_cross_entropy_with_logits(logits, target)
         out["mask_norm"] = (self.mask_token**2).sum()
