@@ -79,8 +79,10 @@ def test_cli_distributed_writes_checkpoint_once(tmp_path, tissue):
     from napari_squint.io.write import write_h5ad
 
     data = write_h5ad(tissue, tmp_path / "slide.h5ad")
-    _torchrun(["-m", "napari_squint.cli.main", "train", str(data), "--out", str(tmp_path / "model"), "--epochs", "1",
-               "--codebook-size", "8", "--batch-size", "256", "--distributed", "--device", "cpu"], tmp_path)
+    # the README's spelling: torchrun ... -m napari_squint train ... --distributed
+    r = _torchrun(["-m", "napari_squint", "train", str(data), "--out", str(tmp_path / "model"), "--epochs", "1",
+                   "--codebook-size", "8", "--batch-size", "256", "--distributed", "--device", "cpu"], tmp_path)
+    assert r.stdout.count("rank 0 wrote") == 1
     assert (tmp_path / "model" / "model.safetensors").exists()
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
     assert meta["distributed"] == {"world_size": 2, "backend": "gloo"}
@@ -98,3 +100,26 @@ def test_shards_are_disjoint_and_cover():
     # whole tiles per rank
     for s in (s0, s1, s2):
         assert all((np.isin(np.flatnonzero(tile == t), s)).all() for t in np.unique(tile[s]))
+
+
+def test_python_m_napari_squint_is_the_cli():
+    r = subprocess.run([sys.executable, "-m", "napari_squint", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "train" in r.stdout and "impute" in r.stdout
+
+
+def test_distributed_takes_plain_options_and_not_the_cli():
+    code = ("import sys, napari_squint.train.distributed as D; "
+            "print(sorted(m for m in sys.modules if m.startswith('napari_squint.cli'))); "
+            "print(D.DistributedRun(out='m', options={'epochs': 2}).options)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["[]", "{'epochs': 2}"]
+
+
+def test_without_torchrun_the_error_says_so(monkeypatch):
+    from napari_squint.train import distributed as D
+
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(RuntimeError, match="needs torchrun"):
+        D.init()

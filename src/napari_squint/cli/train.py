@@ -58,19 +58,22 @@ def run(args) -> int:
         print(f"holding out {int(holdout.sum())} cells inside {args.holdout}")
     genes = common.parse_genes(args.genes, adata)
     if args.distributed:
-        from napari_squint.train.distributed import train_distributed_cli
+        from napari_squint.train.distributed import DistributedRun, train_distributed
 
-        return train_distributed_cli(args, adata, holdout=holdout, genes=genes, options=options(args))
-    if args.model == "cifm":
-        from napari_squint.api.cifm import Cifm
+        if args.model != "squint":
+            raise ValueError("--distributed is available for --model squint only")
+        run_ = DistributedRun(out=args.out, section_key=common.section_key(args), spatial_key=args.spatial_key,
+                              genes=genes, holdout=holdout, allow_non_counts=args.allow_non_counts,
+                              overwrite=args.overwrite, options=options(args))
+        path = train_distributed(adata, run_, callback=TerminalProgress())
+        if path is not None:
+            print(f"rank 0 wrote {path}")
+        return 0
+    from napari_squint.api.load import model_classes
 
-        model = Cifm(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
-                     holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
-    else:
-        from napari_squint.api.squint import Squint
-
-        model = Squint(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
-                       holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
+    cls = model_classes()[args.model]  # --model names a model class (its kind)
+    model = cls(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
+                holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
     model.train(callback=TerminalProgress())
     path = model.save(args.out, overwrite=args.overwrite)
     summary = {"model": str(path), "history_last": model.history[-1] if model.history else None}

@@ -2,7 +2,9 @@
 
 Launch one process per GPU (or several CPU processes) with ``torchrun``::
 
-    torchrun --nproc_per_node=2 -m napari_squint.cli.main train DATA --out MODEL_DIR --distributed
+    torchrun --nproc_per_node=2 -m napari_squint train DATA --out MODEL_DIR --distributed
+
+or call :func:`train_distributed` from a script of your own (plain options, no command line).
 
 Each rank reads the slide, builds the same graphs, and trains on its own shard
 of spatial tiles (tiles are dealt to ranks round-robin after a seeded shuffle
@@ -16,10 +18,15 @@ Rank 0 alone writes the checkpoint. NCCL is used on GPUs and gloo on CPUs.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from napari_squint import _constants as K
 
 
 def init(backend: str | None = None) -> tuple[int, int, torch.device]:
@@ -31,7 +38,7 @@ def init(backend: str | None = None) -> tuple[int, int, torch.device]:
     """
     if not dist.is_initialized():
         if "RANK" not in os.environ:
-            raise RuntimeError("--distributed needs torchrun (RANK/WORLD_SIZE are not set); see docs/benchmarks.md")
+            raise RuntimeError("distributed training needs torchrun (RANK/WORLD_SIZE are not set); see the README, 'Several processes or GPUs'")
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -77,26 +84,48 @@ def train_ddp(model, *, callback=None, should_stop=None) -> list[dict]:
     return model.history[n0:]
 
 
-def train_distributed_cli(args, adata, *, holdout, genes, options) -> int:
-    """``squint train ... --distributed`` (under torchrun)."""
+@dataclass
+class DistributedRun:
+    """What a data-parallel training run needs besides the slide: plain values, no command-line objects.
+
+    ``options`` are model options by name (``epochs``, ``seed``, ``batch_size``...); the device is chosen per
+    rank (``cuda:LOCAL_RANK`` under NCCL, else CPU).
+    """
+
+    out: str | Path  #: model folder rank 0 writes
+    section_key: str | None = K.SECTION_KEY
+    spatial_key: str = K.SPATIAL_KEY
+    genes: int | str | Sequence[str] | None = "all"
+    holdout: np.ndarray | None = None  #: (n,) bool, cells kept out of training
+    allow_non_counts: bool = False
+    overwrite: bool = False  #: replace an existing model folder (only one napari-squint wrote)
+    options: dict = field(default_factory=dict)
+    backend: str | None = None  #: None: NCCL on GPUs, gloo on CPUs
+
+
+def train_distributed(adata, run: DistributedRun, *, callback=None, should_stop=None) -> Path | None:
+    """Train SQuINT data-parallel; call on every rank under ``torchrun``.
+
+    Every rank reads the slide and builds the same model; each trains on its shard of tiles. Rank 0 then fits
+    the masked-code head on the whole slide and writes the model folder (with ``meta["distributed"]``); the
+    other ranks write nothing. ``callback`` receives progress events on rank 0 only. Returns the folder on rank 0,
+    None on the others.
+    """
     from napari_squint.api.squint import Squint
-    from napari_squint.cli import common
-    from napari_squint.cli.progress import TerminalProgress
+    from napari_squint.train.events import drive
 
-    if args.model != "squint":
-        raise ValueError("--distributed is available for --model squint only")
-    rank, world, device = init()
-    options = {**options, "device": str(device)}
-    model = Squint(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
-                   holdout=holdout, allow_non_counts=args.allow_non_counts, **options)
-    train_ddp(model, callback=TerminalProgress() if rank == 0 else None)
-    if rank == 0:
-        from napari_squint.train.events import drive
-
-        drive(model.iter_fit_code_head())  # on the whole slide, after the data-parallel training
-        model.meta["distributed"] = {"world_size": world, "backend": dist.get_backend()}
-        model.save(args.out, overwrite=getattr(args, "overwrite", False))
-        print(f"rank 0 wrote {args.out} (world size {world})")
-    dist.barrier()
-    dist.destroy_process_group()
-    return 0
+    rank, world, device = init(run.backend)
+    try:
+        model = Squint(adata, section_key=run.section_key, spatial_key=run.spatial_key, genes=run.genes,
+                       holdout=run.holdout, allow_non_counts=run.allow_non_counts,
+                       **{**run.options, "device": str(device)})
+        train_ddp(model, callback=callback if rank == 0 else None, should_stop=should_stop)
+        path = None
+        if rank == 0:
+            drive(model.iter_fit_code_head(), callback=callback)  # on the whole slide, after the data-parallel epochs
+            model.meta["distributed"] = {"world_size": world, "backend": dist.get_backend()}
+            path = model.save(run.out, overwrite=run.overwrite)
+        dist.barrier()
+        return path
+    finally:
+        dist.destroy_process_group()
