@@ -32,14 +32,18 @@ def test_clear_error_exit_code(tmp_path, slide, capsys):
 
 
 def test_demo_writes_report(tmp_path):
-    rc = main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--n-cells", "1500", "--n-genes", "60"])
+    rc = main(["demo", "--synthetic", "--out", str(tmp_path / "demo"), "--epochs", "2", "--n-cells", "1500",
+               "--n-genes", "60"])
     assert rc == 0
     d = tmp_path / "demo"
-    for f in ("report.md", "metrics.json", "figures/tokens.png", "figures/training.png", "model/config.json"):
+    for f in ("report.md", "metrics.json", "figures/tokens.png", "figures/training.png", "figures/patch.png",
+              "model/config.json"):
         assert (d / f).exists(), f
     assert (d / "slide.zarr").is_dir()
     m = json.loads((d / "metrics.json").read_text())
     assert m["codebook"]["tokens_used"] > 1
+    assert m["source"].startswith("synthetic") and "deviance_explained" in m["reconstruction"]
+    assert m["patch"]["cells"] > 0 and set(m["patch"]["scores"]) == {"SQuINT (defaults)", "neighbourhood average"}
     from napari_squint.io.read import read_slide
 
     back = read_slide(d / "slide.zarr")
