@@ -25,6 +25,7 @@ def test_setting_precedence(monkeypatch):
 
 def test_auto_plan_leaves_busy_cores_alone(monkeypatch):
     monkeypatch.delenv(T.ENV_VAR, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(T, "usable_cores", lambda: 4)
     quiet = T.plan_threads(load=0.0)
     assert (quiet.intra_op, quiet.prefetch) == (4, False)  # every core computes; no spare core for a 5th thread
@@ -41,6 +42,7 @@ def test_auto_plan_leaves_busy_cores_alone(monkeypatch):
 
 def test_context_applies_restores_and_adapts(monkeypatch):
     monkeypatch.delenv(T.ENV_VAR, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(T, "usable_cores", lambda: 2)
     monkeypatch.setattr(T, "other_load", lambda: 0.0)
     before = torch.get_num_threads()
@@ -53,6 +55,14 @@ def test_context_applies_restores_and_adapts(monkeypatch):
         assert policy.describe()["cores"] == 2
     assert T.active_policy() is None
     assert torch.get_num_threads() == before
+
+
+def test_omp_num_threads_caps_the_automatic_choice(monkeypatch):
+    monkeypatch.delenv(T.ENV_VAR, raising=False)
+    monkeypatch.setattr(T, "usable_cores", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert T.plan_threads(load=0.0).intra_op == 1
+    assert T.plan_threads(3, load=0.0).intra_op == 3  # an explicit setting is not capped
 
 
 def test_fixed_setting_does_not_adapt(monkeypatch):

@@ -16,6 +16,7 @@ to know about a model is a class attribute, never its name:
 ``supports_residual``  whether the local residual correction applies (with ``"logmean"``)
 ``nbr_modes``       how ``imputed_nbr`` may be formed
 ``substitutes``     what may replace an imputed ring's inputs in ``"infill"``
+``perturbation``    how cells are perturbed: ``"replace"`` (token transitions) or ``"inject"``
 ``label``           the name shown to users
 ==================  ==========================================================
 
@@ -47,6 +48,7 @@ from napari_squint.data.validate import SlideError
 from napari_squint.train.checkpoint import check_architecture, check_config_values, load_checkpoint, save_checkpoint
 from napari_squint.train.device import resolve_device
 from napari_squint.train.events import ProgressEvent, drive
+from napari_squint.train.threads import policy_scope
 
 __all__ = ["BaseModel"]
 
@@ -97,6 +99,9 @@ class BaseModel:
     nbr_modes: ClassVar[tuple[str, ...]] = ("sum",)
     #: what replaces an imputed ring's inputs in "infill"
     substitutes: ClassVar[tuple[str, ...]] = ("mean",)
+    #: how cells are perturbed: "replace" (prototype expression, token transitions: tasks/perturb.py) or
+    #: "inject" (simulated injection into the graph: tasks/inject.py)
+    perturbation: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -215,15 +220,17 @@ class BaseModel:
         if self._optimizer is None:
             self._optimizer = self._make_optimizer()
         yield ProgressEvent("prepare", message=self._describe())
-        gen = self._iter_epochs(start, start + int(self.config.epochs), self._optimizer)
-        try:
-            for ev in gen:
-                if ev.stage == "epoch":  # kept even if cancelled later
-                    self.history.append(ev.metrics)
-                yield ev
-        finally:
-            gen.close()
-        yield from self._after_training()
+        # CPU threads for the epochs and what follows them (train/threads.py; napari's worker may set its own)
+        with policy_scope(self.config.num_threads, device=self.device):
+            gen = self._iter_epochs(start, start + int(self.config.epochs), self._optimizer)
+            try:
+                for ev in gen:
+                    if ev.stage == "epoch":  # kept even if cancelled later
+                        self.history.append(ev.metrics)
+                    yield ev
+            finally:
+                gen.close()
+            yield from self._after_training()
         return self.history[start:]
 
     def train(self, *, epochs: int | None = None, callback: Callable[[ProgressEvent], None] | None = None,
@@ -253,6 +260,10 @@ class BaseModel:
         """The model's in-painting engine on prepared ``data`` (:class:`~napari_squint.api.impute_engine.ImputeEngine`),
         used by :class:`napari_squint.tasks.impute.Imputer`."""
         raise NotImplementedError(f"{self.label} offers no in-painting")
+
+    def summary(self) -> str:
+        """One line describing the model for users (the plugin's model panel)."""
+        return f"{self.label}: {len(self.genes)} genes, {len(self.sections)} sections"
 
     @staticmethod
     def _check_mask(data: PreparedSlide, masked) -> np.ndarray:

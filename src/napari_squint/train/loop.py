@@ -7,7 +7,6 @@ ranks is all that distributed training changes (see ``train/distributed.py``).
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -18,7 +17,7 @@ from napari_squint.data.prepare import PreparedSlide
 from napari_squint.train.config import TrainConfig
 from napari_squint.train.events import ProgressEvent
 from napari_squint.train.prefetch import prefetch
-from napari_squint.train.threads import active_policy, training_threads
+from napari_squint.train.threads import policy_scope
 
 
 def mask_fraction(epoch: int, n_epochs: int, start: float, end: float) -> float:
@@ -132,10 +131,8 @@ def iter_train(module, data: PreparedSlide, cells: np.ndarray, cfg: TrainConfig,
         else:
             raise ValueError(f"theta_init={cfg.theta_init!r}: expected 'moments' or 'constant'")
     history = [] if history is None else history
-    with contextlib.ExitStack() as stack:
-        # the thread policy of the caller (napari's worker, a benchmark) or, by default, the configured one
-        policy = active_policy() or stack.enter_context(
-            training_threads(cfg.num_threads, device=device, prefetch=cfg.prefetch > 0))
+    # the thread policy of the caller (napari's worker, a model's train(), a benchmark) or the configured one
+    with policy_scope(cfg.num_threads, device=device, prefetch=cfg.prefetch > 0) as policy:
         yield from _epochs(module, core, data, cells, cfg, device, optimizer, rng, gen, policy, start_epoch, history)
     return history
 
@@ -168,7 +165,7 @@ def _epochs(module, core, data, cells, cfg, device, optimizer, rng, gen, policy,
         epoch_plan = EpochBatches(plan_epoch(data, batches, masked=masked, batch_ids=batch_ids, neg_seeds=neg_seeds),
                                   tensors)
         steps = range(len(epoch_plan))
-        source = (prefetch(steps, epoch_plan.__getitem__, depth=cfg.prefetch) if plan.prefetch
+        source = (prefetch(steps, epoch_plan.__getitem__, depth=cfg.prefetch) if plan.prefetch and cfg.prefetch > 0
                   else map(epoch_plan.__getitem__, steps))
         keys = None
         acc = None

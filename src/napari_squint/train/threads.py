@@ -22,7 +22,8 @@ The policy:
   beside a long training run is followed.
 
 The setting, in order of precedence: an explicit number (``TrainConfig.num_threads``, ``Squint(...,
-num_threads=N)``), the ``NAPARI_SQUINT_THREADS`` environment variable (a number, or ``auto``), then ``auto``.
+num_threads=N)``), the ``NAPARI_SQUINT_THREADS`` environment variable (a number, or ``auto``), then ``auto``
+(capped by ``OMP_NUM_THREADS`` when that is set).
 A fixed number disables the adaptation (and the prefetch thread, unless a core is left for it).
 
 Entry points use :func:`training_threads`; the training loop opens one itself when none is active on the
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 __all__ = ["ENV_VAR", "LoadMonitor", "ThreadPlan", "ThreadPolicy", "active_policy", "other_load", "plan_threads",
+           "policy_scope",
            "resolve_setting", "training_threads", "usable_cores"]
 
 #: environment variable: a number of intra-op threads, or "auto"
@@ -196,10 +198,21 @@ def plan_threads(setting: int | str | None = None, *, reserve: float = 0.0, load
         load = sum(vals) / len(vals)
     free = cores - int(round(load)) - reserve
     intra = fixed if fixed is not None else max(1, int(free))
+    cap = _omp_cap()
+    if fixed is None and cap is not None:  # OMP_NUM_THREADS, when set, caps the automatic choice
+        intra = min(intra, cap)
     on_gpu = torch.device(device).type == "cuda"
     use_prefetch = bool(prefetch) and (on_gpu or free - intra >= 1)
     return ThreadPlan(intra_op=int(intra), inter_op=1, prefetch=use_prefetch, cores=cores, other_load=float(load),
                       reserve=float(reserve), source=source)
+
+
+def _omp_cap() -> int | None:
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n >= 1 else None
 
 
 class ThreadPolicy:
@@ -254,6 +267,15 @@ def active_policy() -> ThreadPolicy | None:
     """The policy of the innermost :func:`training_threads` on the calling thread, if any."""
     stack = getattr(_local, "stack", None)
     return stack[-1] if stack else None
+
+
+def policy_scope(setting: int | str | None = None, *, device="cpu", prefetch: bool = True):
+    """A context manager that keeps the caller's active policy (napari's worker, a benchmark) when there is one,
+    else opens :func:`training_threads` with these settings (what the training loop and the models use)."""
+    from contextlib import nullcontext
+
+    active = active_policy()
+    return nullcontext(active) if active is not None else training_threads(setting, device=device, prefetch=prefetch)
 
 
 @contextmanager
