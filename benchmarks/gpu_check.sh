@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The CUDA path, checked on a machine with an NVIDIA GPU, in one command from the repository root:
+#
+#   bash benchmarks/gpu_check.sh [OUT.json]          # default .bench/gpu_check.json
+#
+# 1. makes .bench/gpu-venv (git-ignored) with a CUDA build of the same torch version as constraints.txt, then the
+#    package with constraints.txt (its torch pin replaced by the CUDA build just installed, so pip cannot swap it);
+# 2. runs the CUDA tests (tests/train/test_cuda.py: training on the GPU with bf16 autocast and float32
+#    likelihoods, checkpoints from the GPU loaded on the CPU) and keeps their result;
+# 3. runs the training benchmark on the GPU: MERFISH (49,468 x 135, when ../shared/data holds it) and a synthetic
+#    slide of 1,000,000 cells x 500 genes (benchmarks/train_speed.py --device cuda, 3 epochs each);
+# 4. writes OUT.json: GPU name, driver, CUDA and torch versions, the test outcome and the benchmark figures.
+#
+# Environment overrides:
+#   GPU_VENV      venv path (default <repo>/.bench/gpu-venv; an existing one is reused)
+#   TORCH_INDEX   index URL of CUDA wheels (default: the PyPI index, whose Linux torch wheels are CUDA builds;
+#                 e.g. https://download.pytorch.org/whl/cu128 for a given CUDA)
+#   PYTHON        interpreter for the venv (default python3)
+#   EPOCHS        epochs per benchmark case (default 3)
+#   SYNTH_CELLS   cells of the synthetic case (default 1000000)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT="${1:-$REPO/.bench/gpu_check.json}"
+VENV="${GPU_VENV:-$REPO/.bench/gpu-venv}"
+PYTHON="${PYTHON:-python3}"
+EPOCHS="${EPOCHS:-3}"
+SYNTH_CELLS="${SYNTH_CELLS:-1000000}"
+TORCH_VERSION="$(sed -n 's/^torch==\([0-9.]*\).*/\1/p' constraints.txt | head -1)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$(dirname "$OUT")"
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "[gpu_check] no NVIDIA GPU visible (nvidia-smi -L failed): nothing to check" >&2
+    exit 2
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "[gpu_check] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+INDEX=()
+[[ -n "${TORCH_INDEX:-}" ]] && INDEX=(--index-url "$TORCH_INDEX")
+# no find-links/constraint files of a CPU machine: they would bring the CPU wheel back
+export PIP_FIND_LINKS="" PIP_CONSTRAINT=""
+"$VPY" -m pip install --upgrade pip >/dev/null
+"$VPY" -m pip install "${INDEX[@]}" "torch==${TORCH_VERSION}"
+"$VPY" - <<EOF
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit(f"[gpu_check] torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: install a CUDA build "
+             "matching the driver (set TORCH_INDEX)")
+print(f"[gpu_check] torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
+EOF
+INSTALLED="$("$VPY" -c 'import torch; print(torch.__version__)')"
+grep -v '^torch==' constraints.txt > "$WORK/constraints.txt"
+echo "torch==${INSTALLED}" >> "$WORK/constraints.txt"
+"$VPY" -m pip install -c "$WORK/constraints.txt" -e ".[testing]"
+
+echo "[gpu_check] CUDA tests"
+set +e
+"$VPY" -m pytest -q -p no:cacheprovider tests/train/test_cuda.py --junitxml "$WORK/cuda_tests.xml" \
+    > "$WORK/cuda_tests.log" 2>&1
+TEST_RC=$?
+set -e
+tail -5 "$WORK/cuda_tests.log"
+
+echo "[gpu_check] training benchmark on the GPU (MERFISH when present, ${SYNTH_CELLS} synthetic cells)"
+set +e
+"$VPY" benchmarks/train_speed.py --device cuda --epochs "$EPOCHS" --cases merfish,synthetic \
+    --synthetic-cells "$SYNTH_CELLS" --no-novae --out "$WORK/train_speed.json" > "$WORK/bench.log" 2>&1
+BENCH_RC=$?
+set -e
+tail -5 "$WORK/bench.log"
+
+"$VPY" - "$OUT" "$WORK" "$TEST_RC" "$BENCH_RC" <<'EOF'
+import json, subprocess, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+import torch
+out, work, test_rc, bench_rc = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+tests = {"returncode": test_rc, "log_tail": (work / "cuda_tests.log").read_text()[-2000:]}
+xml = work / "cuda_tests.xml"
+if xml.exists():
+    suite = ET.parse(xml).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    tests.update({k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")})
+bench = json.loads((work / "train_speed.json").read_text()) if (work / "train_speed.json").exists() else None
+res = {"gpu": smi, "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_tests": tests,
+       "benchmark_returncode": bench_rc, "benchmark": bench,
+       "benchmark_log_tail": None if bench_rc == 0 else (work / "bench.log").read_text()[-3000:]}
+out.write_text(json.dumps(res, indent=2, default=float))
+print(f"[gpu_check] wrote {out}")
+EOF
+[[ $TEST_RC -eq 0 && $BENCH_RC -eq 0 ]]
