@@ -37,3 +37,23 @@ def trained_tiny(tissue):
     model = Squint(tissue, epochs=3, batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, seed=0)
     model.train()
     return model
+
+
+@pytest.fixture(scope="session")
+def make_cifm_graph():
+    """Factory of small two-section CIFM graphs with 7 genes: ``make(n=300, seed=0, cfg=None)`` gives
+    ``(graph, cfg, coords, section)`` (tests of data/cifm_graph.py and models/cifm_infer.py)."""
+    import numpy as np
+
+    from napari_squint.config import CifmConfig
+    from napari_squint.data.cifm_graph import build_graph
+
+    def make(n=300, seed=0, cfg=None):
+        rng = np.random.default_rng(seed)
+        coords = rng.uniform(0, 100, size=(n, 2))
+        section = (coords[:, 0] > 50).astype(np.int64)  # two sections
+        x = rng.gamma(1.0, 1.0, size=(n, 7)) * (rng.random((n, 7)) < 0.6)
+        cfg = cfg or CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=60, infer_cells=50)
+        return build_graph(x, coords, section, cfg), cfg, coords, section
+
+    return make

@@ -43,59 +43,39 @@ def _fail(model: str, name: str, value, what: str):
     raise ValueError(f"{model} option {name} must be {what}, got {value!r}")
 
 
-def check_options(model: str, obj, *, pos_int=(), nonneg_int=(), pos_float=(), nonneg_float=(), unit=(),
-                  open_unit=(), optional_pos_int=(), optional_pos_float=(), optional_nonneg_int=(),
-                  booleans=(), choices: dict | None = None) -> None:
+def _integer(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+#: rule name -> (test, what a good value is); ``optional_*`` rules also accept None
+_RULES = {
+    "pos_int": (lambda v: _integer(v) and v >= 1, "a positive integer"),
+    "nonneg_int": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+    "pos_float": (lambda v: _real(v) and v > 0, "a positive number"),
+    "nonneg_float": (lambda v: _real(v) and v >= 0, "a non-negative number"),
+    "unit": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "open_unit": (lambda v: _real(v) and 0 < v < 1, "a number in (0, 1)"),
+    "booleans": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+def check_options(model: str, obj, *, choices: dict | None = None, **rules) -> None:
     """Check the named attributes of ``obj``; the first bad one raises ``ValueError`` naming it and its value.
 
-    ``unit`` values lie in [0, 1], ``open_unit`` ones in (0, 1); ``optional_*`` may also be None.
+    ``rules`` maps a rule of :data:`_RULES` (``pos_int=("k", "hidden")``, ``unit=(...)``...) or its
+    ``optional_`` form (None also accepted) to attribute names; ``choices`` maps a name to its allowed values.
     """
-    def integer(v):
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-    def real(v):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-    for name in pos_int:
-        v = getattr(obj, name)
-        if not (integer(v) and v >= 1):
-            _fail(model, name, v, "a positive integer")
-    for name in nonneg_int:
-        v = getattr(obj, name)
-        if not (integer(v) and v >= 0):
-            _fail(model, name, v, "a non-negative integer")
-    for name in optional_pos_int:
-        v = getattr(obj, name)
-        if v is not None and not (integer(v) and v >= 1):
-            _fail(model, name, v, "a positive integer or None")
-    for name in optional_nonneg_int:
-        v = getattr(obj, name)
-        if v is not None and not (integer(v) and v >= 0):
-            _fail(model, name, v, "a non-negative integer or None")
-    for name in pos_float:
-        v = getattr(obj, name)
-        if not (real(v) and v > 0):
-            _fail(model, name, v, "a positive number")
-    for name in optional_pos_float:
-        v = getattr(obj, name)
-        if v is not None and not (real(v) and v > 0):
-            _fail(model, name, v, "a positive number or None")
-    for name in nonneg_float:
-        v = getattr(obj, name)
-        if not (real(v) and v >= 0):
-            _fail(model, name, v, "a non-negative number")
-    for name in unit:
-        v = getattr(obj, name)
-        if not (real(v) and 0 <= v <= 1):
-            _fail(model, name, v, "a number in [0, 1]")
-    for name in open_unit:
-        v = getattr(obj, name)
-        if not (real(v) and 0 < v < 1):
-            _fail(model, name, v, "a number in (0, 1)")
-    for name in booleans:
-        v = getattr(obj, name)
-        if not isinstance(v, bool):
-            _fail(model, name, v, "True or False")
+    for rule, names in rules.items():
+        optional = rule.startswith("optional_")
+        test, what = _RULES[rule.removeprefix("optional_")]
+        for name in names:
+            v = getattr(obj, name)
+            if not ((optional and v is None) or test(v)):
+                _fail(model, name, v, what + (" or None" if optional else ""))
     for name, allowed in (choices or {}).items():
         v = getattr(obj, name)
         if v not in allowed:

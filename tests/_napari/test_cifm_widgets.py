@@ -43,14 +43,14 @@ def test_train_cifm_from_the_slide_widget(slide_widget):
 
     w = slide_widget
     w.model_combo.setCurrentText("CIFM")
-    assert w.model_choice() == "cifm"
+    assert w.model_choice().label == "CIFM"
     assert not w.codebook_spin.isEnabled() and not w.heads_spin.isEnabled()
     assert set(w.options()) == {"epochs", "device"}  # no SQuINT-only option reaches Cifm
     w.epochs_spin.setValue(1)
     job = w.train(**CIFM_TINY)
     assert w.last_error is None, w.last_error
     s = w.session
-    assert isinstance(s.model, Cifm) and s.model_kind == "cifm" and len(s.model.history) == 1
+    assert isinstance(s.model, Cifm) and s.model_lacks_tokens and len(s.model.history) == 1
     emb = s.adata.obsm[K.CIFM_EMB_KEY]
     assert emb.shape == (900, 8) and np.isfinite(emb).all() and emb.std(0).max() > 0
     assert s.adata.obsm[K.CIFM_CELL_EMB_KEY].shape == (900, 8)
@@ -73,14 +73,14 @@ def test_save_and_load_a_cifm_model(cifm_trained, make_napari_viewer, tissue, tm
     assert folder_kind(out) == "cifm"
     viewer2 = make_napari_viewer()
     w2 = SlideModelWidget(viewer2)
-    assert w2.model_choice() == "squint"
+    assert w2.model_choice().label == "SQuINT"
     w2.session.set_slide(tissue.copy(), source={"format": "synthetic"})
     w2.show_cells()
     w2.load_model(out)
     assert w2.last_error is None, w2.last_error
     s2 = w2.session
     assert isinstance(s2.model, Cifm) and s2.model_dir == out
-    assert w2.model_choice() == "cifm"  # the form follows the loaded model
+    assert w2.model_choice().label == "CIFM"  # the form follows the loaded model
     assert "CIFM has no tokens" in w2.status.text() and K.TOKEN_KEY not in s2.adata.obs
     np.testing.assert_allclose(s2.adata.obsm[K.CIFM_EMB_KEY],
                                cifm_trained.session.adata.obsm[K.CIFM_EMB_KEY], rtol=1e-5, atol=1e-6)

@@ -20,7 +20,7 @@ def inpaint_widget(trained, viewer):
 
 
 def _square(viewer, section: int, centre=(0.5, 0.5), half=0.12):
-    info = cell_layers(viewer)[section].metadata["squint_cells"]
+    info = cell_layers(viewer)[section].metadata[K.CELLS_LAYER_META]
     x0, y0, x1, y1 = info["bounds"]
     dy, dx = info["offset"]
     cx, cy = x0 + centre[0] * (x1 - x0), y0 + centre[1] * (y1 - y0)
@@ -106,7 +106,7 @@ def test_residual_correction_is_a_choice(inpaint_widget, viewer):
 
 def test_impute_an_empty_area_places_new_cells(inpaint_widget, viewer):
     w = inpaint_widget
-    info = cell_layers(viewer)[1].metadata["squint_cells"]
+    info = cell_layers(viewer)[1].metadata[K.CELLS_LAYER_META]
     a = w.session.adata
     sec = a.obs["section"].to_numpy() == "section_1"
     xy = np.asarray(a.obsm["spatial"])[sec]

@@ -25,7 +25,7 @@ def _colours_by_cell(viewer):
     n = sum(len(lyr.data) for lyr in layers)
     out = np.zeros((n, 4), dtype=np.float32)
     for lyr in layers:
-        out[lyr.metadata["squint_cells"]["cells"]] = lyr.face_color
+        out[lyr.metadata[K.CELLS_LAYER_META]["cells"]] = lyr.face_color
     return out
 
 
@@ -65,7 +65,7 @@ def test_clicking_a_cell_selects_its_token(tokens_widget, viewer):
     adata = w.session.adata
     layer = cell_layers(viewer)[1]
     i = 17
-    cell = layer.metadata["squint_cells"]["cells"][i]
+    cell = layer.metadata[K.CELLS_LAYER_META]["cells"][i]
     world = np.asarray(layer.data[i]) + np.asarray(layer.translate)
     assert pick_at(w.session, viewer, world) == cell
     assert w.selected_token == adata.obs[K.TOKEN_KEY].iloc[cell]
@@ -144,7 +144,7 @@ def test_a_mouse_click_on_the_canvas_picks_the_cell(tokens_widget, viewer):
     viewer.layers.selection.active = layer  # pan/zoom mode
     i = 3
     world = tuple(np.asarray(layer.data[i]) + np.asarray(layer.translate))
-    cell = layer.metadata["squint_cells"]["cells"][i]
+    cell = layer.metadata[K.CELLS_LAYER_META]["cells"][i]
     mouse_press_callbacks(viewer, read_only_mouse_event(type="mouse_press", position=world))
     mouse_release_callbacks(viewer, read_only_mouse_event(type="mouse_release", position=world))
     assert w.session.picked == cell

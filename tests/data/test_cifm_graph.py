@@ -6,26 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from napari_squint.config import CifmConfig
 from napari_squint.data.cifm_batch import disjoint_masks, replace_rows, subgraph_batch
-from napari_squint.data.cifm_graph import build_graph
 from napari_squint.data.radius import k_hop, median_nn_distance
 from napari_squint.data.tiles import grid_tiles, tile_batches
 
 G = 7
 
 
-def make_graph(n=300, seed=0, cfg=None):
-    rng = np.random.default_rng(seed)
-    coords = rng.uniform(0, 100, size=(n, 2))
-    section = (coords[:, 0] > 50).astype(np.int64)  # two sections
-    x = rng.gamma(1.0, 1.0, size=(n, G)) * (rng.random((n, G)) < 0.6)
-    cfg = cfg or CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=60, infer_cells=50)
-    return build_graph(x, coords, section, cfg), cfg, coords, section
-
-
-def test_build_graph_model_units_and_default_radius():
-    graph, cfg, coords, section = make_graph()
+def test_build_graph_model_units_and_default_radius(make_cifm_graph):
+    graph, cfg, coords, section = make_cifm_graph()
     assert graph.n_cells == 300 and graph.x_in.shape == (300, G)
     for s in (0, 1):
         idx = section == s
@@ -37,15 +26,15 @@ def test_build_graph_model_units_and_default_radius():
         assert np.unique(section[graph.tile == t]).size == 1
 
 
-def test_tile_batches_cover_every_cell_once():
-    graph, cfg, *_ = make_graph()
+def test_tile_batches_cover_every_cell_once(make_cifm_graph):
+    graph, cfg, *_ = make_cifm_graph()
     cells = np.arange(graph.n_cells)
     seen = np.concatenate(list(tile_batches(graph.tile, cells, 60, np.random.default_rng(0))))
     np.testing.assert_array_equal(np.sort(seen), cells)
 
 
-def test_subgraph_batch_halo_is_the_receptive_field():
-    graph, cfg, *_ = make_graph()
+def test_subgraph_batch_halo_is_the_receptive_field(make_cifm_graph):
+    graph, cfg, *_ = make_cifm_graph()
     core = np.flatnonzero(graph.tile == graph.tile[0])
     b = subgraph_batch(graph, core, 2)
     np.testing.assert_array_equal(b.nodes, k_hop(graph.adj, core, 2))

@@ -8,7 +8,7 @@ import torch
 from torch_geometric.utils import subgraph
 
 from napari_squint.data.radius import median_nn_distance, radius_graph
-from napari_squint.models.cifm import CifmModule, radius_edge_index, sample_mask
+from napari_squint.models.cifm import CifmModule, radius_edge_index
 from napari_squint.models.cifm_loss import balanced_mse
 
 TOL = dict(rtol=1e-9, atol=1e-10)
@@ -164,7 +164,8 @@ def test_masked_expression_does_not_leak():
 def test_forward_masked_with_radius_matches_edge_index():
     model = make_model()
     x_expr, coords, ei = make_data()
-    mask = sample_mask(14, ratio=0.2, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(14, dtype=torch.bool)
+    mask[[2, 7, 11]] = True
     torch.testing.assert_close(model.forward_masked(x_expr, coords, mask, radius=RADIUS),
                                model.forward_masked(x_expr, coords, mask, ei), **TOL)
     with pytest.raises(ValueError, match="radius"):
@@ -238,16 +239,6 @@ def test_batched_graphs_match_separate_runs():
     assert set(map(tuple, built.T.tolist())) == set(map(tuple, ei.T.tolist()))
 
 
-def test_sample_mask():
-    m = sample_mask(100, generator=torch.Generator().manual_seed(0))
-    assert m.dtype == torch.bool and m.shape == (100,) and int(m.sum()) == 5
-    assert int(sample_mask(3).sum()) == 1
-    with pytest.raises(ValueError, match="ratio"):
-        sample_mask(10, ratio=1.5)
-    with pytest.raises(ValueError, match="n must"):
-        sample_mask(0)
-
-
 def test_invalid_inputs():
     with pytest.raises(ValueError, match="n_genes"):
         CifmModule(0)
@@ -271,7 +262,9 @@ def test_float32_default_runs():
     torch.manual_seed(0)
     model = CifmModule(N_GENES, hidden=8, latent=4)
     x_expr, coords, ei = make_data()
-    out = model.forward_masked(x_expr.float(), coords.float(), sample_mask(14, ratio=0.2), ei)
+    mask = torch.zeros(14, dtype=torch.bool)
+    mask[[1, 5, 9]] = True
+    out = model.forward_masked(x_expr.float(), coords.float(), mask, ei)
     assert out.dtype == torch.float32 and np.isfinite(out.detach().numpy()).all()
 
 

@@ -7,21 +7,11 @@ import pytest
 import torch
 
 from napari_squint.config import CifmConfig
-from napari_squint.data.cifm_graph import build_graph
 from napari_squint.models.cifm import CifmModule
 from napari_squint.models.cifm_infer import encode_tiled, reconstruct_tiled
 
 
 G = 7
-
-
-def make_graph(n=300, seed=0, cfg=None):
-    rng = np.random.default_rng(seed)
-    coords = rng.uniform(0, 100, size=(n, 2))
-    section = (coords[:, 0] > 50).astype(np.int64)  # two sections
-    x = rng.gamma(1.0, 1.0, size=(n, G)) * (rng.random((n, G)) < 0.6)
-    cfg = cfg or CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=60, infer_cells=50)
-    return build_graph(x, coords, section, cfg), cfg, coords, section
 
 
 def make_module(cfg, seed=0):
@@ -31,9 +21,9 @@ def make_module(cfg, seed=0):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_tiled_reconstruction_and_embedding_are_exact(layers):
+def test_tiled_reconstruction_and_embedding_are_exact(layers, make_cifm_graph):
     cfg = CifmConfig(hidden=8, latent=4, layers=layers, tile_cells=30, infer_cells=40)
-    graph, cfg, *_ = make_graph(cfg=cfg)
+    graph, cfg, *_ = make_cifm_graph(cfg=cfg)
     module = make_module(cfg).double()
     masked = np.zeros(graph.n_cells, bool)
     masked[np.random.default_rng(0).choice(graph.n_cells, 30, replace=False)] = True
@@ -51,8 +41,8 @@ def test_tiled_reconstruction_and_embedding_are_exact(layers):
     np.testing.assert_allclose(z, z_full, rtol=1e-4, atol=1e-5)
 
 
-def test_fully_masked_subgraph_decodes_from_padding_alone():
-    graph, cfg, *_ = make_graph()
+def test_fully_masked_subgraph_decodes_from_padding_alone(make_cifm_graph):
+    graph, cfg, *_ = make_cifm_graph()
     module = make_module(cfg)
     masked = np.ones(graph.n_cells, dtype=bool)
     out = reconstruct_tiled(module, graph, masked, np.arange(5), cfg, torch.device("cpu"))

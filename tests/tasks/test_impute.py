@@ -271,3 +271,29 @@ def test_logmean_is_the_log_space_estimate_of_the_same_prediction(imputer, regio
     assert np.all(lm.layers["imputed_nbr"] >= measured_part - 1e-9)
     assert (lm.layers["imputed_nbr"] > measured_part + 1e-6).any()
     assert lm.uns["squint"]["impute"]["params"]["draw"] == "logmean"
+
+
+def test_located_regions_are_reused_and_give_the_same_result(imputer, region, monkeypatch):
+    """A widget locates a polygon's cells once and passes them on: the Imputer does not locate them again."""
+    located = imputer.locate([region])
+    assert located.mask.sum() > 0 and located.names == [region.name]
+    ref = imputer.impute(regions=[region], draw="mean")
+
+    def no_second_look(*args, **kwargs):
+        raise AssertionError("cells located twice")
+
+    monkeypatch.setattr(imputer, "locate", no_second_look)
+    out = imputer.impute(located=located, draw="mean")
+    np.testing.assert_allclose(out.layers["imputed"], ref.layers["imputed"])
+    with pytest.raises(SlideError, match="exactly one"):
+        imputer.impute(located=located, mask=located.mask)
+
+
+def test_options_are_checked_against_what_the_model_offers(imputer):
+    from napari_squint.tasks.impute import resolve_options
+
+    opts = resolve_options(imputer.model)
+    assert opts["method"] == imputer.model.default_method and opts["draw"] == imputer.model.default_draw
+    assert opts["residual"] is True  # SQuINT with its default draw, logmean
+    with pytest.raises(ValueError, match="method='nope': SQuINT offers"):
+        resolve_options(imputer.model, method="nope")

@@ -63,13 +63,6 @@ def id_colours(ids) -> np.ndarray:
     return out
 
 
-def category_lut(categories) -> dict:
-    """``{category: (4,) RGBA}`` for a list of categories (stable per category)."""
-    cats = list(categories)
-    cols = id_colours([category_id(c) for c in cats])
-    return {c: cols[i] for i, c in enumerate(cats)}
-
-
 def colour_categories(values) -> tuple[np.ndarray, list, np.ndarray]:
     """Colour cells by a categorical value.
 

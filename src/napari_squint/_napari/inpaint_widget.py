@@ -15,11 +15,9 @@ CMAP = "viridis"
 
 
 def _impute():
-    """The imputation module, or None while it is missing."""
-    try:
-        from napari_squint.tasks import impute
-    except ImportError:
-        return None
+    """The in-painting front end, imported when used."""
+    from napari_squint.tasks import impute
+
     return impute
 
 
@@ -47,8 +45,7 @@ class InpaintWidget(SquintDock):
                                    "counts, as spread as real cells")
         form.addRow("profile", self.draw_combo)
         imp = _impute()
-        self._set_choices(list(imp.METHODS) if imp else [], imp.DEFAULT_METHOD if imp else None,
-                          list(imp.DRAWS) if imp else [], imp.DEFAULT_DRAW if imp else None)
+        self._set_choices(list(imp.METHODS), imp.DEFAULT_METHOD, list(imp.DRAWS), imp.DEFAULT_DRAW)
         self.residual_check = QCheckBox("correct by nearby measured cells")
         self.residual_check.setChecked(True)
         self.residual_check.setToolTip("add the model's error on the measured microenvironments nearest each cell "
@@ -107,6 +104,8 @@ class InpaintWidget(SquintDock):
             m = s.model
             if getattr(m, "impute_methods", ()):
                 self._set_choices(list(m.impute_methods), m.default_method, list(m.draws), m.default_draw)
+            if what in ("init", "model"):
+                self.epochs_spin.setValue(m.default_epochs())  # one default per model, as in the API and CLI
             self.residual_check.setEnabled(bool(getattr(m, "supports_residual", False)))
             genes = list(m.genes)
             pref = None
@@ -133,9 +132,6 @@ class InpaintWidget(SquintDock):
     def impute(self):
         """Impute the cells inside the region layer's polygons (worker); optionally hold out and retrain first."""
         if not self.require_model():
-            return None
-        if _impute() is None:
-            self.error(RuntimeError("in-painting needs napari_squint.tasks.impute, which is not installed"))
             return None
         s = self.session
         try:

@@ -22,7 +22,7 @@ from napari_squint import _constants as K
 #: layer.metadata key holding the AnnData a layer was built from
 ADATA_META = "squint_adata"
 #: layer.metadata key holding the layer's cells and section (see ``layers.py``)
-CELLS_META = "squint_cells"
+CELLS_META = K.CELLS_LAYER_META
 #: layer.metadata key holding the source description of the slide
 SOURCE_META = "squint_source"
 #: layer.metadata key holding the id of the session a layer belongs to
@@ -43,7 +43,7 @@ class Session:
         How the slide is read by the engine.
     model
         A trained or loaded :class:`~napari_squint.api.squint.Squint` or
-        :class:`~napari_squint.api.cifm.Cifm`, or None (see :attr:`model_kind`).
+        :class:`~napari_squint.api.cifm.Cifm`, or None (see :attr:`model_lacks_tokens`).
     regions
         Polygons drawn for the last imputation / perturbation
         (:class:`~napari_squint.io.geojson.Region`).
@@ -94,10 +94,6 @@ class Session:
             cb(what)
 
     # ---------------------------------------------------------------- slide
-    @property
-    def has_slide(self) -> bool:
-        return self.adata is not None
-
     def set_slide(self, adata, *, source: dict | None = None, section_key: str | None = "auto",
                   spatial_key: str | None = None, layer: str | None = None, genes="all") -> None:
         """Adopt a slide; the model is kept only if it knows the slide's genes.
@@ -157,11 +153,9 @@ class Session:
         return self._prepared
 
     @property
-    def model_kind(self) -> str | None:
-        """``"squint"``, ``"cifm"`` (no tokens; embeddings in obsm) or None when there is no model."""
-        if self.model is None:
-            return None
-        return str(getattr(self.model, "kind", "squint"))
+    def model_lacks_tokens(self) -> bool:
+        """A model is loaded and it has no tokens (``model.has_tokens``; e.g. CIFM: embeddings in obsm)."""
+        return self.model is not None and not self.model.has_tokens
 
     @property
     def has_tokens(self) -> bool:

@@ -175,11 +175,6 @@ def training_threads() -> dict:
     return {"num_threads": n - 1} if n > 2 else {}
 
 
-def start_job(fn: Callable[[], Any], **kwargs) -> Job:
-    """Create and start a :class:`Job`."""
-    return Job(fn, **kwargs).start()
-
-
 def format_seconds(seconds: float) -> str:
     """``"4.2 s"``, ``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
     if seconds < 9.95:

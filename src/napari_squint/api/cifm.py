@@ -74,6 +74,7 @@ class Cifm(BaseModel):
     #: no token distribution or count dispersion to draw from
     draws = ("mean",)
     default_draw = "mean"
+    perturbation = "inject"
 
     def __init__(self, adata: AnnData | None, **kwargs):
         self.graph: CifmGraph | None = None
@@ -320,6 +321,13 @@ class Cifm(BaseModel):
         raise NoTokensError(
             "CIFM has no tokens (no codebook): use Cifm.embed(adata) for obsm['cifm_microenv'] and "
             "obsm['cifm_cell'] embeddings and cluster them, or train a Squint model for tokens")
+
+    def summary(self) -> str:
+        """One line for users: genes, sections, architecture and radius."""
+        c = self.config
+        radius = f"radius {c.radius:g}" if c.radius is not None else f"radius {c.radius_factor:g}× median NN"
+        return (f"{self.label}: {len(self.genes)} genes, {len(self.sections)} sections, hidden {c.hidden}, "
+                f"latent {c.latent}, {c.layers} layers, {radius}")
 
     def __repr__(self) -> str:
         c = self.config

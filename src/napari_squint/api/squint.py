@@ -63,6 +63,7 @@ class Squint(BaseModel):
     #: better than "mean" on MMD and energy, on par on correlation (docs/imputation.md)
     default_draw = "logmean"
     supports_residual = True
+    perturbation = "replace"
     nbr_modes = ("sum", "decoder")
     substitutes = ("mean", "sample")
     _variable_tensors = ("token_codes", "token_counts")
@@ -371,6 +372,12 @@ class Squint(BaseModel):
             perp.append(float(np.exp(-(nz * np.log(nz)).sum())))
         return {"utilisation": float(np.mean(util)), "perplexity": float(np.mean(perp)),
                 "tokens_used": int(np.unique(tokens).size), "per_head_utilisation": util}
+
+    def summary(self) -> str:
+        """One line for users: genes, sections and the codebook."""
+        m = self.config.model
+        return (f"{self.label}: {len(self.genes)} genes, {len(self.sections)} sections, "
+                f"codebook {m.codebook_size}×{m.heads} heads")
 
     def __repr__(self) -> str:
         m = self.config.model

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from napari_squint.data.prepare import PreparedSlide
+from napari_squint.data.tiles import tile_batches
 
 
 @dataclass
@@ -108,23 +109,7 @@ def epoch_batches(data: PreparedSlide, cells: np.ndarray, batch_size: int, rng: 
 
     Yields arrays of global seed indices of about ``batch_size`` cells.
     """
-    cells = np.asarray(cells, dtype=np.int64)
-    tiles = data.tile[cells]
-    order = np.argsort(tiles, kind="stable")
-    cells, tiles = cells[order], tiles[order]
-    bounds = np.flatnonzero(np.diff(tiles)) + 1
-    groups = np.split(cells, bounds)
-    perm = rng.permutation(len(groups))
-    current: list[np.ndarray] = []
-    size = 0
-    for gi in perm:
-        current.append(groups[gi])
-        size += groups[gi].size
-        if size >= batch_size:
-            yield np.concatenate(current)
-            current, size = [], 0
-    if current:
-        yield np.concatenate(current)
+    yield from tile_batches(data.tile, cells, batch_size, rng)
 
 
 def chunks(n: int, batch_size: int):

@@ -1,7 +1,7 @@
 """CIFM: masked geometric autoencoder of cellular microenvironments (eqs. 1-4, B.2-B.3).
 
 Training step (eqs. 2-4), for a graph ``G = {X, C, A(C)}`` and a set ``I`` of
-masked cells (5 % in the paper, :func:`sample_mask`)::
+masked cells (5 % in the paper)::
 
     Z_enc = f_enc(X[~I], C[~I], A(C[~I]))     masked cells are *removed*
     Z_pad = Pad(Z_enc, e, I)                  masked rows get the learnt e
@@ -44,37 +44,7 @@ from napari_squint.data.radius import median_nn_distance, radius_graph
 from napari_squint.nn.bias_free_mlp import BiasFreeMLP
 from napari_squint.nn.void_egnn import VoidInvariantEGNNLayer, rms_normalise
 
-__all__ = ["CifmModule", "sample_mask", "radius_edge_index"]
-
-
-def sample_mask(
-    n: int, *, ratio: float = 0.05, generator: torch.Generator | None = None
-) -> Tensor:
-    """Draw a uniform random mask of ``round(ratio * n)`` cells (at least one).
-
-    Parameters
-    ----------
-    n
-        Number of cells.
-    ratio
-        Fraction of cells to mask, in ``(0, 1)``; the paper uses 0.05.
-    generator
-        Optional torch random generator, for reproducibility.
-
-    Returns
-    -------
-    Tensor
-        ``(n,)`` bool, True for masked cells.
-    """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not (0.0 < float(ratio) < 1.0):
-        raise ValueError(f"ratio must lie in (0, 1), got {ratio!r}")
-    k = max(1, int(round(ratio * n)))
-    perm = torch.randperm(n, generator=generator)
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[perm[:k]] = True
-    return mask
+__all__ = ["CifmModule", "radius_edge_index"]
 
 
 def radius_edge_index(
@@ -430,7 +400,7 @@ class CifmModule(nn.Module):
         coords
             ``(n, k)`` coordinates in data units.
         mask
-            ``(n,)`` bool, True for the masked cells ``I`` (see :func:`sample_mask`).
+            ``(n,)`` bool, True for the masked cells ``I``.
         edge_index
             ``(2, E)`` edges of the full graph ``A(C)``. The encoder uses the
             subgraph induced by the unmasked cells, re-indexed.

@@ -99,7 +99,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -110,6 +109,7 @@ from napari_squint import _constants as K
 from napari_squint.api.impute_engine import TargetSet
 from napari_squint.data.imputation import section_median_depth
 from napari_squint.data.validate import SlideError
+from napari_squint.tasks.regions import RegionTargets, locate_regions
 
 __all__ = ["DEFAULT_DRAW", "DEFAULT_METHOD", "DEFAULT_NBR", "DRAWS", "METHODS", "NBR_MODES", "Imputer",
            "RegionTargets", "impute", "locate_regions", "resolve_options"]
@@ -163,63 +163,6 @@ def resolve_options(model, *, method: str | None = None, draw: str | None = None
                          f"correction is on the log-normalised scale); got {model.label} and draw={draw!r}")
     return {"method": method, "draw": draw, "residual": possible if residual is None else bool(residual),
             "nbr_mode": nbr_mode, "substitute": substitute}
-
-
-@dataclass
-class RegionTargets:
-    """The cells inside polygons, located once (:func:`locate_regions`).
-
-    Attributes
-    ----------
-    regions
-        The :class:`~napari_squint.io.geojson.Region` list.
-    mask
-        ``(n,)`` bool, cells inside any region.
-    labels
-        ``(n,)`` index of the region holding each cell (-1 outside; the first region wins).
-    empty
-        Indices of regions holding no cell.
-    """
-
-    regions: list
-    mask: np.ndarray
-    labels: np.ndarray
-    empty: list
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name or f"region_{i}" for i, r in enumerate(self.regions)]
-
-
-def locate_regions(adata: AnnData, regions: Sequence, *, section_key: str | None,
-                   spatial_key: str = K.SPATIAL_KEY) -> RegionTargets:
-    """Check the polygons and find the cells inside each, once (a widget calls it, then passes the result on).
-
-    Raises
-    ------
-    SlideError
-        No region, or a polygon that is invalid (self-intersecting) or of zero area (names the region).
-    """
-    from shapely.validation import explain_validity
-
-    from napari_squint.io.geojson import cells_in_regions
-
-    regions = list(regions)
-    if not regions:
-        raise SlideError("regions is empty: draw at least one polygon")
-    labels = np.full(adata.n_obs, -1, dtype=np.int64)
-    empty = []
-    for i, r in enumerate(regions):
-        if not r.polygon.is_valid:
-            raise SlideError(f"region {r.name!r}: invalid polygon ({explain_validity(r.polygon)}); "
-                             "self-intersecting polygons are not allowed")
-        if r.polygon.area <= 0:
-            raise SlideError(f"region {r.name!r}: polygon has zero area")
-        m = cells_in_regions(adata, [r], section_key=section_key, spatial_key=spatial_key)
-        if not m.any():
-            empty.append(i)
-        labels[m & (labels < 0)] = i
-    return RegionTargets(regions=regions, mask=labels >= 0, labels=labels, empty=empty)
 
 
 class Imputer:

@@ -57,7 +57,7 @@ class InpaintRequest:
     residual: bool | None = None
     fill_empty: bool = True
     holdout: bool = False
-    epochs: int = 10
+    epochs: int | None = None  #: None: the model's default (model.default_epochs(), as everywhere)
     train_options: dict = field(default_factory=dict)
     score: bool = True
     seed: int = 0
@@ -103,7 +103,8 @@ def iter_inpaint(model, adata, request: InpaintRequest, *, imputer=None):
         config = model.config_class.from_dict(model.config.to_dict())
         m = type(model)(adata, section_key=model.section_key, spatial_key=model.spatial_key, layer=model.layer,
                         genes=list(model.genes), holdout=mask, config=config,
-                        **{**retrain_options(model, request.train_options), "epochs": request.epochs})
+                        **{**retrain_options(model, request.train_options),
+                           "epochs": request.epochs or model.default_epochs()})
         yield from m.iter_train()
         seconds["retrain"] = time.perf_counter() - t0
         imputer = None
