@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_squint import _constants as K
+
 os.environ.setdefault("NAPARI_SQUINT_SYNC", "1")
 os.environ.setdefault("NAPARI_SQUINT_ON_CLOSE", "discard")
 
@@ -114,7 +116,7 @@ def recolour(viewer, layers, n: int, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     cycle = {c: lut[i] for i, c in enumerate(cats)}
     for lyr in layers:
-        cells = lyr.metadata["squint_cells"]["cells"]
+        cells = lyr.metadata[K.CELLS_LAYER_META]["cells"]
         lyr.features = pd.DataFrame({"token": pd.Categorical(np.asarray(tokens)[cells], categories=cats)})
         lyr.face_color_cycle = [cycle[c] for c in cats]
         lyr.face_color = "token"
@@ -127,7 +129,7 @@ def recolour(viewer, layers, n: int, seed: int = 0) -> dict:
     out["score"] = {"ours_compute_s": ours, "napari_assign_s": assign, "napari_draw_s": draw}
     t0 = time.perf_counter()
     for lyr in layers:
-        cells = lyr.metadata["squint_cells"]["cells"]
+        cells = lyr.metadata[K.CELLS_LAYER_META]["cells"]
         lyr.features = pd.DataFrame({"score": score[cells]})
         lyr.face_colormap = "magma"
         lyr.face_contrast_limits = (0.0, 1.0)

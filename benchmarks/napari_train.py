@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_squint import _constants as K
+
 os.environ.setdefault("NAPARI_SQUINT_ON_CLOSE", "discard")
 ROOT = Path(__file__).resolve().parents[1]
 MERFISH = ROOT.parent / "shared" / "data" / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
@@ -106,7 +108,7 @@ def gui_impute(viewer, slide_widget, wait) -> dict:
     from napari_squint._napari.layers import cell_layers
 
     _, ip = viewer.window.add_plugin_dock_widget("napari-squint", "In-paint")
-    info = cell_layers(viewer)[0].metadata["squint_cells"]
+    info = cell_layers(viewer)[0].metadata[K.CELLS_LAYER_META]
     x0, y0, x1, y1 = info["bounds"]
     dy, dx = info["offset"]
     cx, cy, hw = (x0 + x1) / 2, (y0 + y1) / 2, 0.06 * (x1 - x0)

@@ -16,6 +16,8 @@ os.environ.setdefault("NAPARI_SQUINT_ON_CLOSE", "discard")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from napari_squint import _constants as K  # noqa: E402
+
 MERFISH = Path(__file__).resolve().parents[3] / "shared" / "data" / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
 
 #: a small, fast model for tests
@@ -93,7 +95,7 @@ def _box(viewer, section: int, frac=(0.2, 0.7)):
     """A rectangle over the middle of a section: world vertices and slide bounds (xa, ya, xb, yb)."""
     from napari_squint._napari.layers import cell_layers
 
-    info = cell_layers(viewer)[section].metadata["squint_cells"]
+    info = cell_layers(viewer)[section].metadata[K.CELLS_LAYER_META]
     x0, y0, x1, y1 = info["bounds"]
     dy, dx = info["offset"]
     a, b = frac

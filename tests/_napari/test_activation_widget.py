@@ -44,7 +44,7 @@ def test_compute_colours_cells_by_score(activation_widget, viewer):
     assert (score[holds] > 0).all()
     expected, _ = colour_continuous(score, cmap=CMAP, vmin=0, vmax=1)
     for layer in cell_layers(viewer):
-        cells = layer.metadata["squint_cells"]["cells"]
+        cells = layer.metadata[K.CELLS_LAYER_META]["cells"]
         assert np.allclose(layer.face_color, expected[cells], atol=1e-6)
     assert w.colourbar.figure.axes, "no colour bar"
     assert "top 3 tokens" in w.tokens_label.text()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from napari_squint import _constants as K
 from napari_squint._napari.colours import colour_categories, colour_continuous, highlight
 from napari_squint._napari.layers import (
     POINTS_LIMIT_ENV,
@@ -29,7 +30,7 @@ def test_side_by_side_layout_has_no_overlap_and_keeps_slide_coordinates(tissue):
     assert ax1 < bx0
     tuples = cell_layer_data(tissue, section_key="section")
     data, kw, kind = tuples[1]
-    xy = np.asarray(tissue.obsm["spatial"])[kw["metadata"]["squint_cells"]["cells"]]
+    xy = np.asarray(tissue.obsm["spatial"])[kw["metadata"][K.CELLS_LAYER_META]["cells"]]
     assert kind == "points" and np.allclose(data, xy[:, ::-1])  # (row, col) = (y, x)
     assert kw["translate"] == b.offset
     single = section_geometry(tissue, section_key="section", layout="single")
@@ -44,7 +45,7 @@ def test_shapes_round_trip_to_regions(viewer, tissue):
     for d, k, t in cell_layer_data(tissue, section_key="section"):
         viewer.add_layer(Layer.create(d, k, t))
     layers = cell_layers(viewer)
-    x0, y0, x1, y1 = layers[1].metadata["squint_cells"]["bounds"]
+    x0, y0, x1, y1 = layers[1].metadata[K.CELLS_LAYER_META]["bounds"]
     poly = box(x0 + 30, y0 + 30, x0 + 90, y0 + 80)
     region = Region("section_1", poly, "r")
     world = region_world_vertices(region, layers)
@@ -74,7 +75,7 @@ def test_raster_representation_above_the_limit(viewer, tissue, monkeypatch):
     assert all(lyr._type_string == "image" and lyr.name.endswith("(raster)") for lyr in layers)
     assert "image rasters" in w.info_label.text()
     # one pixel per cell: every cell is in the index raster
-    info = layers[0].metadata["squint_cells"]
+    info = layers[0].metadata[K.CELLS_LAYER_META]
     assert (info["index"] >= 0).sum() == info["cells"].size
     # recolouring rewrites the raster; picking finds the clicked cell
     rgba, _, _ = colour_categories(tissue.obs["cell_type"])

@@ -61,7 +61,7 @@ def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, vie
     w = perturb_widget
     a = w.session.adata
     _, bounds = box(viewer, 0)
-    info = cell_layers(viewer)[0].metadata["squint_cells"]
+    info = cell_layers(viewer)[0].metadata[K.CELLS_LAYER_META]
     dy, dx = info["offset"]
     x0, y0, x1, y1 = info["bounds"]
     # a labels layer covering section 0 at 1 unit per pixel, painted over the box
@@ -88,3 +88,47 @@ def test_perturb_a_painted_labels_region_matches_the_polygon(perturb_widget, vie
 def test_perturb_without_a_region_says_so(perturb_widget):
     perturb_widget.run()
     assert "draw a polygon" in str(perturb_widget.last_error)
+
+
+def test_counts_agree_and_the_colour_key_is_shown(perturb_widget, viewer, box, in_box):
+    w = perturb_widget
+    a = w.session.adata
+    world, bounds = box(viewer, 0)
+    w.region.new_layer().add_polygons([world])
+    inside = in_box(a, "section_0", bounds)
+    w.replace_combo.setCurrentText(a.obs.loc[inside, "cell_type"].value_counts().index[0])
+    w.resp_combo.setCurrentIndex(0)  # every neighbour
+    w.run()
+    assert w.last_error is None, w.last_error
+    res, p = w.result, w.result.params
+    # every neighbour: the tabulated cells are the affected cells (was "x of 0 changed", "(n=0)")
+    assert res.n_responders == p["n_affected"] > 0
+    assert res.n_changed_responders == p["n_changed_responders"] == p["n_changed"]
+    title = w.transitions_panel.figure.axes[0].get_title()
+    assert f"of {p['n_affected']} changed" in title or "no responder changed" in title
+    text = w.summary_label.text()
+    assert f"{p['n_affected']:,} cells could change" in text and f"{p['n_changed']:,} did" in text
+    assert "((" not in text
+    # a visible colour key, whose counts add up to the slide
+    assert w.key_panel.has_content() and w.key_panel.isVisibleTo(w)
+    assert sum(w.key.counts) == a.n_obs and w.key.counts[0] == p["n_perturbed"]
+    assert w.session.legend is w.key and "perturbation" in viewer.text_overlay.text
+
+
+def test_the_region_is_never_chosen_silently(perturb_widget, viewer):
+    w = perturb_widget
+    viewer.add_shapes(name="impute regions")
+    assert w.region.layer() is None  # an existing Shapes layer is offered, not taken
+    w.run()
+    assert "no region layer chosen" in str(w.last_error)
+    w.region.choose(viewer.layers["impute regions"])
+    assert w.region.layer() is viewer.layers["impute regions"]
+
+
+def test_missing_slide_message_goes_when_a_slide_opens(make_napari_viewer, tissue):
+    viewer = make_napari_viewer()
+    w = PerturbWidget(viewer)
+    w.run()
+    assert w.status.text().count("no slide") == 1
+    w.session.set_slide(tissue, source={"format": "synthetic"})
+    assert w.status.text() == "" and w.last_error is None

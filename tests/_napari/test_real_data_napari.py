@@ -29,7 +29,7 @@ def test_merfish_end_to_end(viewer, merfish_path, tiny, tmp_path):
     tokens = docks["Tokens"]
     assert tokens.legend.count() == s.adata.obs[K.TOKEN_KEY].nunique()
     # in-paint a square in the middle of the first section
-    info = layers[0].metadata["squint_cells"]
+    info = layers[0].metadata[K.CELLS_LAYER_META]
     x0, y0, x1, y1 = info["bounds"]
     dy, dx = info["offset"]
     cx, cy, h = (x0 + x1) / 2, (y0 + y1) / 2, 0.06 * (x1 - x0)

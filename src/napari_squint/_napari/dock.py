@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_squint._napari.hooks import attach, guard_window, main_window_of, real_viewer
 from napari_squint._napari.layers import apply_colours, cell_layer_data, cell_layers
+from napari_squint._napari.session import CELLS_META
 from napari_squint._napari.workers import Job, ProgressTracker
 
 
@@ -170,6 +171,10 @@ class SquintDock(QWidget):
     # ------------------------------------------------------------ session
     def _on_session(self, what: str) -> None:
         try:
+            if what in ("slide", "model") and self.last_error is not None and str(self.last_error).startswith(
+                    ("no slide", "no model")):
+                self.last_error = None  # what was missing is here now: the red line goes
+                self.set_status("")
             self.refresh(what)
         except RuntimeError as err:  # the Qt object is gone
             if "deleted" in str(err):
@@ -296,9 +301,9 @@ def set_hover(layers, session) -> None:
 
     name = session.legend.title if session.legend is not None else None
     for layer in layers:
-        if layer.metadata["squint_cells"].get("raster"):
+        if layer.metadata[CELLS_META].get("raster"):
             continue
-        cells = layer.metadata["squint_cells"]["cells"]
+        cells = layer.metadata[CELLS_META]["cells"]
         layer.features = hover_features(session, cells, value_name=name, values=session.colour_values)
 
 
@@ -349,7 +354,7 @@ def section_titles(layers):
     for layer in layers:
         if not layer.visible:
             continue
-        info = layer.metadata["squint_cells"]
+        info = layer.metadata[CELLS_META]
         x0, y0, x1, y1 = info["bounds"]
         dy, dx = info["offset"]
         pos.append([y0 + dy - 0.02 * (y1 - y0), (x0 + x1) / 2 + dx])
@@ -408,6 +413,7 @@ class RegionPicker(QWidget):
         self.new_button.clicked.connect(lambda *_: self.new_layer())
         lay.addWidget(self.combo, 1)
         lay.addWidget(self.new_button)
+        self._choose_text = "(choose a layer)"
         viewer.layers.events.inserted.connect(self._refill)
         viewer.layers.events.removed.connect(self._refill)
         self._refill()
@@ -419,14 +425,19 @@ class RegionPicker(QWidget):
         return [lyr for lyr in self.viewer.layers if isinstance(lyr, kinds)]
 
     def _refill(self, *_):
+        """The Shapes/Labels layers, after an explicit "(choose a layer)": a region is never picked silently."""
         try:
-            set_combo(self.combo, [lyr.name for lyr in self._candidates()], keep=True)
+            set_combo(self.combo, [self._choose_text, *[lyr.name for lyr in self._candidates()]], keep=True)
         except RuntimeError:  # widget deleted
             pass
 
     def layer(self):
         name = self.combo.currentText()
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def choose(self, layer) -> None:
+        """Make ``layer`` the region layer (as picking it in the list)."""
+        self.combo.setCurrentText(layer.name)
 
     def new_layer(self):
         """Add an empty Shapes layer named after the task and select it for drawing polygons."""
@@ -441,7 +452,7 @@ def _edge_width(viewer) -> float:
     from napari_squint._napari.layers import cell_layers as _cells
 
     layers = _cells(viewer)
-    return 0.5 * layers[0].metadata["squint_cells"]["spacing"] if layers else 1.0
+    return 0.5 * layers[0].metadata[CELLS_META]["spacing"] if layers else 1.0
 
 
 def region_mask(session, viewer, layer) -> tuple[np.ndarray, list]:
@@ -452,7 +463,8 @@ def region_mask(session, viewer, layer) -> tuple[np.ndarray, list]:
     from napari_squint.io.geojson import cells_in_regions
 
     if layer is None:
-        raise ValueError("no region layer: draw a polygon first ('Draw new')")
+        raise ValueError("no region layer chosen: pick the Shapes or Labels layer holding the region, or "
+                         "'Draw new' and draw a polygon")
     layers = cell_layers(viewer, session.adata)
     if isinstance(layer, Labels):
         return cells_in_labels(layer, layers, session.adata.n_obs), []

@@ -31,7 +31,7 @@ import pandas as pd
 
 from napari_squint import _constants as K
 
-RESULTS_TABLE = "squint_cells"  #: table with the computed per-cell columns
+RESULTS_TABLE = K.RESULTS_TABLE  #: table with the computed per-cell columns
 IMPUTED_TABLE = "squint_imputed"  #: table with the imputed cells
 REGIONS_PREFIX = "squint_regions"  #: shapes element per section with the drawn polygons
 
@@ -66,6 +66,40 @@ def _original_copy(session):
         del base.obsm[k]
     base.uns.pop(K.UNS_KEY, None)
     return base
+
+
+def restore_results(session) -> list[str]:
+    """Bring back the results saved in the session's ``.zarr`` (table ``squint_cells``); returns the obs columns.
+
+    A slide reopened from a store the dock saved into shows its tokens,
+    scores and perturbation columns again (the originals are read as they
+    were; the results are added as computed columns, so the next save rewrites
+    them). Rows are matched by cell name; nothing happens without the table.
+    """
+    import anndata as ad
+
+    src = session.source or {}
+    path = Path(src["path"]) if src.get("path") else None
+    table = path / "tables" / RESULTS_TABLE if path is not None else None
+    if table is None or not table.is_dir() or session.adata is None:
+        return []
+    res = ad.read_zarr(table)
+    a = session.adata
+    names = pd.Index(a.obs_names).astype(str)
+    rows = pd.Index(res.obs_names).astype(str).get_indexer(names)
+    if (rows < 0).any():
+        return []  # the table is of another slide: leave it alone
+    cols = [c for c in res.obs.columns if c.startswith("squint") and c not in a.obs]
+    for c in cols:
+        a.obs[c] = res.obs[c].iloc[rows].to_numpy()
+        if isinstance(res.obs[c].dtype, pd.CategoricalDtype):
+            a.obs[c] = pd.Categorical(a.obs[c], categories=res.obs[c].cat.categories)
+    for k in res.obsm.keys():
+        if k not in a.obsm:
+            a.obsm[k] = np.asarray(res.obsm[k])[rows]
+    if K.UNS_KEY in res.uns and K.UNS_KEY not in a.uns:
+        a.uns[K.UNS_KEY] = dict(res.uns[K.UNS_KEY])
+    return cols
 
 
 def _results_anndata(session):

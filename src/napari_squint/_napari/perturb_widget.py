@@ -13,11 +13,12 @@ import pandas as pd
 from qtpy.QtWidgets import QComboBox, QLabel, QSpinBox
 
 from napari_squint import _constants as K
+from napari_squint._napari.colouring import Legend, draw_legend
 from napari_squint._napari.colours import DIM
 from napari_squint._napari.dock import RegionPicker, SquintDock, region_mask, set_combo
 from napari_squint._napari.figure import FigurePanel
 
-ALL_NEIGHBOURS = "(every neighbour)"
+ALL_NEIGHBOURS = "(every neighbour)"  #: the responders choice meaning "no filter"
 #: colours of the result on the tissue
 PERTURBED_COLOUR = np.array([0.2, 0.55, 1.0, 1.0], dtype=np.float32)
 CHANGED_COLOUR = np.array([1.0, 0.35, 0.1, 1.0], dtype=np.float32)
@@ -32,18 +33,16 @@ TITLES = {"replace": "Token transitions of the responders", "inject": "Cell-type
 
 
 def _inject():
-    try:
-        from napari_squint.tasks import inject
-    except ImportError:
-        return None
+    """The injection engine, imported when used (it imports torch; the widget does not)."""
+    from napari_squint.tasks import inject
+
     return inject
 
 
 def _perturb():
-    try:
-        from napari_squint.tasks import perturb
-    except ImportError:
-        return None
+    """The perturbation engine, imported when used."""
+    from napari_squint.tasks import perturb
+
     return perturb
 
 
@@ -71,7 +70,7 @@ class PerturbWidget(SquintDock):
                                    "inject: CIFM, add new cells of a type and let their neighbours respond")
         self.mode_combo.currentTextChanged.connect(lambda *_: self._mode_changed())
         form.addRow("mode", self.mode_combo)
-        self.region = RegionPicker(napari_viewer, default_name="perturb region")
+        self.region = RegionPicker(self.viewer, default_name="perturb region")
         form.addRow("region", self.region)
         self.key_combo = QComboBox()
         self.key_combo.setToolTip("obs column with cell types")
@@ -105,13 +104,35 @@ class PerturbWidget(SquintDock):
         self.summary_label = QLabel("")
         self.summary_label.setWordWrap(True)
         form.addRow(self.summary_label)
+        self.key_panel = FigurePanel(width=3.6, height=0.9)
+        self.key_panel.setToolTip("what the colours on the canvas mean")
+        form.addRow(self.key_panel)
+        self.key = None
         self.transitions_panel = FigurePanel(width=4.2, height=3.4)
         self.proportions_panel = FigurePanel(width=4.2, height=2.6)
         form.addRow(self.transitions_panel)
+        form.addRow(self.transitions_panel.export_row(self, "transitions", table=self._transitions_table))
         form.addRow(self.proportions_panel)
+        form.addRow(self.proportions_panel.export_row(self, "proportions", table=self._proportions_table))
         self.result = None
         self.finish_layout()
         self._mode_changed()
+
+    def _transitions_table(self):
+        r = self.result
+        if r is None:
+            return None
+        tab = getattr(r, "transitions", None)
+        if tab is None:
+            tab = getattr(r, "transition_counts", None)
+        return None if tab is None else tab.reset_index().rename(columns={tab.index.name or "index": "before"})
+
+    def _proportions_table(self):
+        r = self.result
+        tab = getattr(r, "token_proportions", None) if r is not None else None
+        if tab is None and r is not None:
+            tab = getattr(r, "composition", None)
+        return None if tab is None else tab.reset_index()
 
     def refresh(self, what: str) -> None:
         a = self.session.adata
@@ -144,15 +165,15 @@ class PerturbWidget(SquintDock):
 
     def _enable_modes(self) -> None:
         """Offer the mode that fits the session's model (both while there is none)."""
-        kind = self.session.model_kind
+        model = self.session.model
+        want = None if model is None else model.perturbation
         items = self.mode_combo.model()
         for i, mode in enumerate(MODES.values()):
-            ok = kind is None or (kind == "cifm") == (mode == "inject")
+            ok = want is None or mode == want
             item = items.item(i) if hasattr(items, "item") else None
             if item is not None:
                 item.setEnabled(ok)
-        if kind is not None:
-            want = "inject" if kind == "cifm" else "replace"
+        if want is not None:
             if self.mode() != want:
                 self.mode_combo.setCurrentText({v: k for k, v in MODES.items()}[want])
 
@@ -179,7 +200,7 @@ class PerturbWidget(SquintDock):
         """Run the chosen mode: the SQuINT perturbation, or the CIFM injection (:meth:`inject`)."""
         if self.mode() == "inject":
             return self.inject()
-        if self.session.model_kind == "cifm":
+        if self.session.model is not None and self.session.model.perturbation != "replace":
             self.error(RuntimeError("replacing cells reads token transitions, and CIFM has no tokens: "
                                     "choose 'inject cells (CIFM)', or train a SQuINT model"))
             return None
@@ -190,9 +211,6 @@ class PerturbWidget(SquintDock):
         if not self.require_model():
             return None
         perturb = _perturb()
-        if perturb is None:
-            self.error(RuntimeError("perturbation needs napari_squint.tasks.perturb, which is not installed"))
-            return None
         s = self.session
         adata, model = s.adata, s.model
         key, replace = self.key_combo.currentText(), self.replace_combo.currentText()
@@ -245,14 +263,11 @@ class PerturbWidget(SquintDock):
         if not self.require_model():
             return None
         s = self.session
-        if s.model_kind != "cifm":
+        if s.model.perturbation != "inject":
             self.error(RuntimeError("injection needs a CIFM model: choose CIFM in the 'Slide & model' widget "
                                     "and train or load one"))
             return None
         inject = _inject()
-        if inject is None:
-            self.error(RuntimeError("injection needs napari_squint.tasks.inject, which is not installed"))
-            return None
         adata, model = s.adata, s.model
         key, cell_type = self.key_combo.currentText(), self.inject_combo.currentText()
         if not key or key not in adata.obs or not cell_type:
@@ -295,7 +310,14 @@ class PerturbWidget(SquintDock):
         rgba[result.affected] = UNCHANGED_AFFECTED
         moved = result.before != result.after
         rgba[result.affected[moved]] = CHANGED_COLOUR
-        self.colour_cells(rgba)
+        n_moved = int(moved.sum())
+        self.key = Legend("injection", labels=["injected (overlay)", "changed type", "updated, same type", "other"],
+                          counts=[result.params["n_cells"], n_moved, result.affected.size - n_moved,
+                                  n - result.affected.size],
+                          colours=np.stack([INJECTED_COLOUR, CHANGED_COLOUR, UNCHANGED_AFFECTED, DIM]))
+        self.colour_cells(rgba, legend=self.key)
+        draw_legend(self.key_panel.figure, self.key)
+        self.key_panel.draw()
         self._injected_overlay(result)
         p = result.params
         comp = result.composition
@@ -306,9 +328,7 @@ class PerturbWidget(SquintDock):
             f"{p['n_cells']:,} {result.cell_type} cells ({key}) injected into {result.section}; "
             f"{result.affected.size:,} cells updated in {len(result.steps)} step(s), "
             f"{result.n_changed:,} changed type (control run without the injection: {n_ctl:,}). "
-            f"Soft composition change (after − control): {soft}.<br>"
-            "<span style='color:#3c8cff'>■</span> injected &nbsp; <span style='color:#ff5a1a'>■</span> changed type"
-            " &nbsp; <span style='color:#f2e69a'>■</span> updated, same type")
+            f"Soft composition change (after − control): {soft}.")
         self.transitions_panel.set_figure(plot_type_transitions(result))
         self.proportions_panel.set_figure(plot_composition_change(result))
         self.set_status("cell types before/after written to obs ['cifm_inject_before', 'cifm_inject_after', "
@@ -324,7 +344,7 @@ class PerturbWidget(SquintDock):
         world = np.column_stack([xy[:, 1], xy[:, 0]])
         size = 1.0
         for layer in cell_layers(self.viewer, self.session.adata):
-            info = layer.metadata["squint_cells"]
+            info = layer.metadata[K.CELLS_LAYER_META]
             size = info["spacing"]
             if str(info["section"]) == str(result.section):
                 world = world + np.asarray(info["offset"])
@@ -341,16 +361,26 @@ class PerturbWidget(SquintDock):
         changed = result.changed["index"].to_numpy().astype(int)
         rgba[changed] = CHANGED_COLOUR
         rgba[result.perturbed] = PERTURBED_COLOUR
-        self.colour_cells(rgba)
         p = result.params
-        who = "responders" if result.responders is not None else "affected cells"
+        n_pert, n_aff, n_ch = p["n_perturbed"], p["n_affected"], p["n_changed"]
+        n_ch_pert = int(result.perturbed[changed].sum())
+        labels = ["perturbed", "changed token", "could change, did not", "other cells"]
+        counts = [n_pert, n_ch - n_ch_pert, n_aff - n_ch - (n_pert - n_ch_pert), n - n_aff]
+        self.key = Legend("perturbation", labels=labels, counts=counts,
+                          colours=np.stack([PERTURBED_COLOUR, CHANGED_COLOUR, UNCHANGED_AFFECTED, DIM]))
+        state = np.full(n, labels[3], dtype=object)
+        state[result.affected] = labels[2]
+        state[changed] = labels[1]
+        state[result.perturbed] = labels[0]
+        self.colour_cells(rgba, legend=self.key, values=state)
+        draw_legend(self.key_panel.figure, self.key)
+        self.key_panel.draw()
+        who = (f"{p['n_responders']:,} {resp} responders (next to a perturbed cell)" if result.responders is not None
+               else f"all {n_aff:,} cells that could change (the perturbed cells and every neighbour)")
         self.summary_label.setText(
-            f"{p['n_perturbed']:,} {replace} cells given the profile of {proto}; "
-            f"{p['n_affected']:,} cells could change token, {p['n_changed']:,} did. "
-            f"{who.capitalize()} ({resp}): {p['n_responders'] if result.responders is not None else p['n_affected']:,}, "
-            f"{p['n_changed_responders']:,} changed token.<br>"
-            "<span style='color:#3c8cff'>■</span> perturbed &nbsp; <span style='color:#ff5a1a'>■</span> changed token"
-            " &nbsp; <span style='color:#f2e69a'>■</span> could change, did not")
+            f"{n_pert:,} {replace} cells given the profile of {proto}. {n_aff:,} cells could change token "
+            f"(perturbed or next to one); {n_ch:,} did. Transitions below: {who}, "
+            f"{p['n_changed_responders']:,} of them changed token.")
         self._draw(result)
         self.set_status("tokens before/after written to obs "
                         f"['{K.TOKEN_BEFORE_KEY}', '{K.TOKEN_AFTER_KEY}', '{K.PERTURBED_KEY}']")

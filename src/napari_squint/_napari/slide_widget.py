@@ -17,14 +17,14 @@ from qtpy.QtWidgets import (
 
 from napari_squint import _constants as K
 from napari_squint._napari.dock import SquintDock, set_combo, show_cells
-from napari_squint._napari.workers import format_seconds, training_threads
-from napari_squint.train.config import ModelConfig, TrainConfig
+from napari_squint._napari.workers import GUI_RESERVE, format_seconds
+from napari_squint.config import SQUINT_EPOCHS, ModelConfig
 
 NO_SECTION = "(none: one section)"
 COUNTS_X = "X"
 LAYOUT_LABELS = {"side by side": "side", "one at a time": "single"}
-#: model choice of the form -> model kind (``Squint.kind`` / ``Cifm.kind``)
-MODEL_LABELS = {"SQuINT": "squint", "CIFM": "cifm"}
+#: the form's model choices: the models' ``label`` (the classes are imported when used: widgets do not import torch)
+MODEL_LABELS = ("SQuINT", "CIFM")
 #: what a CIFM model gives instead of tokens
 CIFM_NO_TOKENS = (f"CIFM has no tokens: its microenvironment embedding is in obsm['{K.CIFM_EMB_KEY}'] "
                   f"(cell embedding: obsm['{K.CIFM_CELL_EMB_KEY}'])")
@@ -95,14 +95,14 @@ class SlideModelWidget(SquintDock):
         self.show_combo.currentTextChanged.connect(self._show_section)
         # --- model
         form = self.group("Model")
-        mc, tc = ModelConfig(), TrainConfig()
+        mc = ModelConfig()
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODEL_LABELS))
         self.model_combo.setToolTip("SQuINT: discrete niche tokens (codebook); CIFM: continuous microenvironment "
                                     "embeddings, imputation and simulated injection, no tokens")
         self.model_combo.currentTextChanged.connect(self._model_choice_changed)
         form.addRow("model", self.model_combo)
-        self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=tc.epochs)
+        self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=SQUINT_EPOCHS)
         self.codebook_spin = QSpinBox(minimum=2, maximum=512, value=mc.codebook_size)
         self.heads_spin = QSpinBox(minimum=1, maximum=4, value=mc.heads)
         form.addRow("epochs", self.epochs_spin)
@@ -133,14 +133,19 @@ class SlideModelWidget(SquintDock):
         form.addRow(self.save_button, self.dirty_label)
         self.finish_layout()
 
-    def model_choice(self) -> str:
-        """The kind of model the form trains: ``"squint"`` or ``"cifm"``."""
-        return MODEL_LABELS[self.model_combo.currentText()]
+    def model_choice(self) -> type:
+        """The model class the form trains (:class:`~napari_squint.api.squint.Squint` or
+        :class:`~napari_squint.api.cifm.Cifm`)."""
+        from napari_squint.api.load import model_classes
+
+        return {cls.label: cls for cls in model_classes().values()}[self.model_combo.currentText()]
 
     def _model_choice_changed(self, *_) -> None:
-        squint = self.model_choice() == "squint"
-        self.codebook_spin.setEnabled(squint)
-        self.heads_spin.setEnabled(squint)
+        cls = self.model_choice()
+        codebook = "codebook_size" in cls.config_class.option_names()
+        self.codebook_spin.setEnabled(codebook)
+        self.heads_spin.setEnabled(codebook)
+        self.epochs_spin.setValue(cls.default_epochs())  # one default per model, as in the API and the CLI
 
     # ----------------------------------------------------------- session
     def refresh(self, what: str) -> None:
@@ -165,16 +170,8 @@ class SlideModelWidget(SquintDock):
             hist = m.history[-1] if m.history else {}
             loss = f", last loss {hist['loss']:.3f}" if "loss" in hist else ""
             where = f" from {s.model_dir}" if s.model_dir else ""
-            if s.model_kind == "cifm":
-                c = m.config
-                radius = f"radius {c.radius:g}" if c.radius is not None else f"radius {c.radius_factor:g}× median NN"
-                self.model_label.setText(f"CIFM: {len(m.genes)} genes, {len(m.sections)} sections, hidden {c.hidden}, "
-                                         f"latent {c.latent}, {c.layers} layers, {radius}, "
-                                         f"{len(m.history)} epochs{loss}{where} (no tokens)")
-            else:
-                self.model_label.setText(f"SQuINT: {len(m.genes)} genes, {len(m.sections)} sections, "
-                                         f"codebook {m.config.model.codebook_size}×{m.config.model.heads} heads, "
-                                         f"{len(m.history)} epochs{loss}{where}")
+            self.model_label.setText(f"{m.summary()}, {len(m.history)} epochs{loss}{where}"
+                                     + ("" if m.has_tokens else " (no tokens)"))
         else:
             self.model_label.setText("no model")
         self.dirty_label.setText("unsaved changes" if s.dirty else ("saved" if s.source.get("saved_to") else ""))
@@ -184,7 +181,7 @@ class SlideModelWidget(SquintDock):
     def _update_info(self) -> None:
         s = self.session
         layers = self.cell_layers()
-        raster = any(layer.metadata["squint_cells"].get("raster") for layer in layers)
+        raster = any(layer.metadata[K.CELLS_LAYER_META].get("raster") for layer in layers)
         note = (" — drawn as image rasters (one pixel per cell) because the slide is too large for markers"
                 if raster else "")
         self.info_label.setText(f"{s.adata.n_obs:,} cells × {s.adata.n_vars:,} genes, "
@@ -208,8 +205,9 @@ class SlideModelWidget(SquintDock):
         ``layer`` names the counts layer (default ``X``).
         """
         path = Path(path)
-        tables = [t for t in list_tables(path) if not t.startswith("squint")]
-        if table is None and len(tables) > 1:
+        everything = list_tables(path)
+        tables = [t for t in everything if not t.startswith("squint")]
+        if table is None and len(everything) > 1 and tables:  # the slide's own table, not a squint result
             table = tables[0]
 
         def work():
@@ -222,8 +220,14 @@ class SlideModelWidget(SquintDock):
             if layer is not None and layer not in adata.layers:
                 raise KeyError(f"counts layer {layer!r} not in {path.name} (layers: {list(adata.layers)})")
             self.session.set_slide(adata, source=src, section_key=section_key, layer=layer)
+            from napari_squint._napari.persist import restore_results
+
+            restored = restore_results(self.session)
             self.show_cells()
-            self.set_status(f"read {path.name}: {adata.n_obs:,} cells")
+            self.set_status(f"read {path.name}: {adata.n_obs:,} cells"
+                            + (f"; saved results restored ({', '.join(restored)})" if restored else ""))
+            if restored:
+                self.session.notify("tokens" if K.TOKEN_KEY in restored else "slide")
 
         return self.run_job(work, desc=f"reading {path.name}", on_done=done)
 
@@ -243,7 +247,7 @@ class SlideModelWidget(SquintDock):
         if self.session.layout != "single":
             return
         for layer in self.cell_layers():
-            layer.visible = layer.metadata["squint_cells"]["section"] == name
+            layer.visible = layer.metadata[K.CELLS_LAYER_META]["section"] == name
 
     def show_cells(self) -> list:
         """(Re)draw the slide's cells with the chosen layout."""
@@ -262,10 +266,10 @@ class SlideModelWidget(SquintDock):
 
         The codebook options are SQuINT's only: a CIFM model gets ``epochs`` and ``device``.
         """
-        if self.model_choice() == "cifm":
-            return {"epochs": self.epochs_spin.value(), "device": self.device_combo.currentText()}
-        return {"epochs": self.epochs_spin.value(), "codebook_size": self.codebook_spin.value(),
-                "heads": self.heads_spin.value(), "device": self.device_combo.currentText()}
+        opts = {"epochs": self.epochs_spin.value(), "device": self.device_combo.currentText()}
+        if "codebook_size" in self.model_choice().config_class.option_names():
+            opts.update(codebook_size=self.codebook_spin.value(), heads=self.heads_spin.value())
+        return opts
 
     def _read_settings(self) -> dict:
         s = self.session
@@ -286,24 +290,21 @@ class SlideModelWidget(SquintDock):
         if not self.require_slide():
             return None
         settings = self._read_settings()
-        opts = {**training_threads(), **self.session.train_options, **overrides}
+        opts = {**self.session.train_options, **overrides}
         adata = self.session.adata
-        kind = self.model_choice()
-        label = "CIFM" if kind == "cifm" else "SQuINT"
+        cls = self.model_choice()
+        label = cls.label
 
         def work():
             from napari_squint.train.events import ProgressEvent
 
             yield ProgressEvent("prepare", message="building the cell graph")
-            if kind == "cifm":
-                from napari_squint.api.cifm import Cifm
+            model = cls(adata, **settings, **opts)
+            from napari_squint.train.threads import training_threads
 
-                model = Cifm(adata, **settings, **opts)
-            else:
-                from napari_squint.api.squint import Squint
-
-                model = Squint(adata, **settings, **opts)
-            yield from model.iter_train()
+            # the engine's thread policy, opened on this worker thread (torch's thread count is per thread)
+            with training_threads(opts.get("num_threads"), reserve=GUI_RESERVE, device=str(model.device)):
+                yield from model.iter_train()
             return (model, *(yield from _annotate(model, adata)))
 
         def done(result):
@@ -330,13 +331,11 @@ class SlideModelWidget(SquintDock):
         return None
 
     def _adopt_embedding(self, embedded) -> None:
-        from napari_squint.api.cifm import EMBED_UNS
-
         a = self.session.adata
         for key in (K.CIFM_EMB_KEY, K.CIFM_CELL_EMB_KEY):
             if key in embedded.obsm:
                 a.obsm[key] = np.asarray(embedded.obsm[key])
-        a.uns.setdefault(K.UNS_KEY, {})[EMBED_UNS] = embedded.uns.get(K.UNS_KEY, {}).get(EMBED_UNS, {})
+        a.uns.setdefault(K.UNS_KEY, {})[K.CIFM_EMBED_UNS] = embedded.uns.get(K.UNS_KEY, {}).get(K.CIFM_EMBED_UNS, {})
 
     def _adopt_tokens(self, tokens) -> None:
         a = self.session.adata
@@ -372,14 +371,12 @@ class SlideModelWidget(SquintDock):
 
         def done(result):
             model, tokens, embedding = result
-            kind = getattr(model, "kind", "squint")
             self.session.set_model(model, model_dir=path, dirty=False)
-            self.model_combo.setCurrentText({v: k for k, v in MODEL_LABELS.items()}[kind])
+            self.model_combo.setCurrentText(model.label)
             what = self._write(tokens, embedding)
             if what is not None:
                 self.session.mark_changed(what)
-            label = "CIFM" if kind == "cifm" else "SQuINT"
-            self.set_status(f"loaded {label} model {path.name}" + (f". {CIFM_NO_TOKENS}" if kind == "cifm" else ""))
+            self.set_status(f"loaded {model.label} model {path.name}" + ("" if model.has_tokens else f". {CIFM_NO_TOKENS}"))
 
         return self.run_job(work, desc=f"loading {path.name}", on_done=done)
 
@@ -437,7 +434,7 @@ def _annotate(model, adata):
     """
     from napari_squint.train.events import ProgressEvent
 
-    if getattr(model, "kind", "squint") == "cifm":
+    if not model.has_tokens:
         yield ProgressEvent("embed", message="computing the microenvironment embedding (CIFM has no tokens)")
         return None, model.embed(adata, copy=True)
     yield ProgressEvent("tokens", message="assigning tokens")

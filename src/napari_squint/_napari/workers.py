@@ -155,24 +155,9 @@ class Job:
             self.on_finish()
 
 
-def training_threads() -> dict:
-    """Thread options for training inside napari: leave the GUI thread a core of its own.
-
-    Intra-op threads that take every core make the GUI thread (which holds
-    the GIL while it draws) and the training threads wait on each other. When
-    :mod:`napari_squint.train.threads` (the engine's thread policy) offers
-    ``gui_threads()``, its answer is used; otherwise one core fewer than the
-    process may use, and torch's default on two cores or fewer (one thread
-    would halve the speed there, and the GUI is idle while training runs).
-    """
-    try:
-        from napari_squint.train import threads as policy
-    except ImportError:
-        policy = None
-    if policy is not None and hasattr(policy, "gui_threads"):
-        return {"num_threads": int(policy.gui_threads())}
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"num_threads": n - 1} if n > 2 else {}
+#: cores the napari worker keeps free for the GUI thread (``train.threads.training_threads(reserve=)``): none,
+#: the policy already counts other processes' load, and the GUI thread idles while training runs
+GUI_RESERVE = 0.0
 
 
 def format_seconds(seconds: float) -> str:

@@ -103,7 +103,8 @@ class PerturbResult:
 
     @property
     def n_responders(self) -> int:
-        return int(self.responders.sum()) if self.responders is not None else 0
+        """Cells whose transitions are tabulated: the chosen responders, or every affected cell when none."""
+        return int(self.responders.sum()) if self.responders is not None else int(self.affected.size)
 
 
 # --------------------------------------------------------------------------- selection
