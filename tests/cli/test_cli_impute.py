@@ -113,7 +113,8 @@ def test_impute_cli_rejects_a_model_trained_on_other_genes(files, capsys):
 def test_benchmark_cli_tiny(files):
     out = files["root"] / "bench"
     rc = main(["benchmark", "impute", str(files["data"]), "--section", "section_0", "--seeds", "1", "--epochs", "1",
-               "--first-seed", "4", "--variants", "squint", "--methods", "infill", "--no-sample", "--out", str(out),
+               "--first-seed", "4", "--variants", "squint", "--methods", "infill", "--no-sample", "--no-cifm",
+               "--out", str(out),
                "--option", "hidden=16", "--option", "latent=8", "--option", "codebook_size=4",
                "--option", "batch_size=256", "--option", "kmeans_cells=1000"])
     assert rc == 0
@@ -141,5 +142,5 @@ def test_benchmark_cli_adds_a_cifm_row_in_the_same_run(files):
 
 
 def test_benchmark_cli_cifm_option_needs_cifm(files, capsys):
-    rc = main(["benchmark", "impute", str(files["data"]), "--cifm-option", "epochs=1"])
-    assert rc == 2 and "--cifm-option needs --cifm" in capsys.readouterr().err
+    rc = main(["benchmark", "impute", str(files["data"]), "--no-cifm", "--cifm-option", "epochs=1"])
+    assert rc == 2 and "--cifm-option needs CIFM" in capsys.readouterr().err

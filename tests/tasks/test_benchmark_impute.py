@@ -91,3 +91,34 @@ def test_guided_average_copies_the_matching_neighbours():
     out = guided_average(coords, counts, observed, np.array([0]), np.array([[1.0, 1.0, 40.0]]),
                          candidates=16, k=4)
     assert np.allclose(out, [[1, 1, 50]])
+
+
+def test_masked_token_accuracy_is_reported(results):
+    tok = results["summary"]["tokens"]
+    from napari_squint.tasks.masked_tokens import BASELINE_ROW, MODEL_ROW
+
+    assert set(tok) == {MODEL_ROW, BASELINE_ROW}
+    for row in tok.values():
+        assert set(row) == {"top1", "top5"} and row["top1"]["n"] == 2
+        assert 0.0 <= row["top1"]["mean"] <= row["top5"]["mean"] <= 1.0
+    for r in results["runs"]:
+        for row in r["scores"]["tokens"].values():
+            assert row["top1"] <= row["top5"]
+    text = results_markdown({k: v for k, v in results.items() if not k.startswith("_")})
+    assert "### Masked-token accuracy" in text and "top1" in text
+
+
+def test_merge_results_over_seeds(results):
+    from napari_squint.tasks.benchmark_impute import merge_results
+
+    res = {k: v for k, v in results.items() if not k.startswith("_")}
+    one = {"config": dict(res["config"], seeds=[0]), "runs": res["runs"][:1], "summary": {}}
+    two = {"config": dict(res["config"], seeds=[1]), "runs": res["runs"][1:], "summary": {}}
+    merged = merge_results([one, two])
+    assert merged["config"]["seeds"] == [0, 1]
+    for target in ("X", "X_nbr", "tokens"):
+        assert merged["summary"][target] == res["summary"][target]
+    with pytest.raises(ValueError, match="repeated"):
+        merge_results([one, one])
+    with pytest.raises(ValueError, match="differ"):
+        merge_results([one, dict(two, config=dict(two["config"], section="elsewhere"))])

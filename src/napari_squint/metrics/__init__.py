@@ -8,6 +8,8 @@
   PCA of training cells.
 * :mod:`~napari_squint.metrics.baselines` - mean profile, neighbourhood
   average, ring infill, and microenvironment (``X_nbr``) helpers.
+* :mod:`~napari_squint.metrics.tokens` - masked-token accuracy (top-k) and
+  its nearest-observed-cells baseline.
 * :mod:`~napari_squint.metrics.evaluate` - one call that scores a method,
   plus summaries over seeds and Markdown tables.
 
@@ -42,6 +44,7 @@ from napari_squint.metrics.evaluate import (
     to_markdown,
 )
 from napari_squint.metrics.normalise import log_normalise
+from napari_squint.metrics.tokens import neighbour_token_ranking, token_accuracy
 
 __all__ = [
     "DEFAULT_BANDWIDTH_MULTIPLES",
@@ -56,6 +59,7 @@ __all__ = [
     "microenvironment",
     "mmd",
     "nbr_profile",
+    "neighbour_token_ranking",
     "neighbourhood_average",
     "pearson_per_cell",
     "pearson_per_gene",
@@ -64,4 +68,5 @@ __all__ = [
     "subsample",
     "summarise",
     "to_markdown",
+    "token_accuracy",
 ]

@@ -15,7 +15,11 @@ For every seed:
 5. score every method on the cell profile ``X`` and on the microenvironment
    ``X_nbr`` with :func:`~napari_squint.metrics.evaluate_imputation`
    (pc_cell, pc_gene, mmd, energy), in one PCA per target fitted on training
-   cells only.
+   cells only;
+6. score the first variant's masked-token accuracy (top-1 / top-5 of the
+   masked-code head's prediction against the token the cell gets when
+   observed) beside the nearest-observed-cells baseline
+   (:mod:`napari_squint.tasks.masked_tokens`): target ``"tokens"``.
 
 Microenvironments use the model's graph (symmetrised kNN, the same
 :class:`~napari_squint.data.prepare.GraphConfig`) built on all cells of the
@@ -66,8 +70,8 @@ from napari_squint.data.validate import SlideError
 from napari_squint.io.write import json_default, publish
 from napari_squint.train.events import ProgressEvent, drive
 
-__all__ = ["MODEL_VARIANTS", "benchmark_impute", "guided_average", "iter_benchmark_impute", "results_markdown",
-           "write_results"]
+__all__ = ["MODEL_VARIANTS", "benchmark_impute", "guided_average", "iter_benchmark_impute", "merge_results",
+           "results_markdown", "write_results"]
 
 #: SQuINT variants trained per seed: name -> config overrides
 MODEL_VARIANTS: dict[str, dict] = {
@@ -150,7 +154,7 @@ def iter_benchmark_impute(
     fraction: float = 0.03,
     seeds: Sequence[int] = (0, 1, 2),
     sections: Sequence[str] | None = None,
-    epochs: int = 20,
+    epochs: int | None = None,
     variants: Mapping[str, dict] | None = None,
     impute_methods: Sequence[str] = ("context", "infill", "oneshot"),
     sampled: bool = True,
@@ -182,7 +186,7 @@ def iter_benchmark_impute(
         Sections to use (training and evaluation); default all. The site
         section is always included.
     epochs
-        Training epochs of every SQuINT variant.
+        Training epochs of every SQuINT variant (None: SQuINT's default, ``Squint.default_epochs()``).
     variants
         ``name -> config overrides`` of the SQuINT models to train
         (default :data:`MODEL_VARIANTS`); an empty dict trains none.
@@ -219,6 +223,7 @@ def iter_benchmark_impute(
     from napari_squint.data.prepare import prepare_slide
     from napari_squint.tasks.holdout import choose_sites, train_heldout
     from napari_squint.tasks.impute import METHODS, Imputer
+    from napari_squint.tasks.masked_tokens import masked_token_scores
     from napari_squint.train.config import SquintConfig
 
     variants = dict(MODEL_VARIANTS if variants is None else variants)
@@ -254,7 +259,7 @@ def iter_benchmark_impute(
         pca_n = M.reference_pca(full.x_nbr[clean], seed=seed)
         truth = counts[test].toarray()
         truth_n = full.x_nbr[test].toarray()
-        scores: dict[str, dict] = {"X": {}, "X_nbr": {}}
+        scores: dict[str, dict] = {"X": {}, "X_nbr": {}, "tokens": {}}
         seconds: dict[str, float] = {}
 
         def score(name, x, xn=None, *, cell=True):
@@ -282,9 +287,14 @@ def iter_benchmark_impute(
             yield ProgressEvent("train", step=step, total=n_steps, message=f"seed {seed}: training {vname}")
             t0 = time.perf_counter()
             model = train_heldout(data_all, held, section_key=section_key, spatial_key=spatial_key,
-                                  genes=gene_list, **{"epochs": epochs, "seed": seed, **options, **over})
+                                  genes=gene_list, **{"epochs": epochs or SquintConfig().epochs, "seed": seed, **options, **over})
             seconds[f"train {vname}"] = time.perf_counter() - t0
             imputer = Imputer(model, data_all)
+            if vi == 0:
+                t0 = time.perf_counter()
+                scores["tokens"] = masked_token_scores(model, imputer.data, held, test, sections=sec_labels,
+                                                       k=graph.k)
+                seconds[f"masked tokens {vname}"] = time.perf_counter() - t0
             methods = list(impute_methods) if vi == 0 else list(impute_methods[:1])
             first = None
             for meth in methods:
@@ -334,14 +344,14 @@ def iter_benchmark_impute(
                             message=f"seed {seed} done in {seconds['seed total']:.0f}s",
                             metrics={f"{m} pc_gene": v["pc_gene"] for m, v in scores["X"].items()})
     summary = {}
-    for target in ("X", "X_nbr"):
+    for target in ("X", "X_nbr", "tokens"):
         names = list(runs[0]["scores"][target]) if runs else []
         summary[target] = {n: M.summarise([r["scores"][target][n] for r in runs]) for n in names}
     config = {
         "section": _site_section(section, sec_labels, held if runs else None),
         "sites": sites, "n_patches": n_patches, "fraction": fraction, "seeds": [int(s) for s in seeds],
         "sections": sorted(set(map(str, sec_labels))) if sec_labels is not None else None,
-        "n_cells": int(data_all.n_obs), "n_genes": len(gene_list), "epochs": epochs,
+        "n_cells": int(data_all.n_obs), "n_genes": len(gene_list), "epochs": epochs or SquintConfig().epochs,
         "variants": {k: dict(v) for k, v in variants.items()}, "impute_methods": list(impute_methods),
         "options": dict(options), "extra_methods": list(extra_methods), "max_n": max_n,
         "graph": {"k": graph.k, "max_degree": graph.max_degree},
@@ -377,6 +387,35 @@ def benchmark_impute(adata: AnnData, *, callback: Callable[[ProgressEvent], None
     return result
 
 
+def merge_results(parts: Sequence[Mapping]) -> dict:
+    """One results dict from runs of the same protocol over different seeds (e.g. seed 0, then seeds 1-2).
+
+    The configurations must agree except for ``seeds`` and ``seconds`` (which add up); the summary is
+    recomputed over every run, for the methods every run scored.
+    """
+    from napari_squint.metrics import summarise
+
+    if not parts:
+        raise ValueError("merge_results: nothing to merge")
+    skip = ("seeds", "seconds", "machine")
+    ref = {k: v for k, v in parts[0]["config"].items() if k not in skip}
+    for p in parts[1:]:
+        other = {k: v for k, v in p["config"].items() if k not in skip}
+        diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
+        if diff:
+            raise ValueError(f"merge_results: the runs differ in {diff}")
+    runs = [r for p in parts for r in p["runs"]]
+    seeds = [int(r["seed"]) for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge_results: seed(s) repeated: {seeds}")
+    summary = {}
+    for target in ("X", "X_nbr", "tokens"):
+        names = [n for n in runs[0]["scores"].get(target, {}) if all(n in r["scores"].get(target, {}) for r in runs)]
+        summary[target] = {n: summarise([r["scores"][target][n] for r in runs]) for n in names}
+    config = dict(parts[0]["config"], seeds=seeds, seconds=float(sum(p["config"]["seconds"] for p in parts)))
+    return {"config": config, "runs": runs, "summary": summary}
+
+
 def results_markdown(results: Mapping) -> str:
     """Markdown report: the configuration and one mean ± sd table per target (X, X_nbr)."""
     from napari_squint.metrics import to_markdown
@@ -391,6 +430,11 @@ def results_markdown(results: Mapping) -> str:
     ]
     for target, title in (("X", "Cell profile X"), ("X_nbr", "Microenvironment X_nbr")):
         lines += [f"### {title}", "", to_markdown(results["summary"][target]), ""]
+    if results["summary"].get("tokens"):
+        lines += ["### Masked-token accuracy", "",
+                  "Held-out cells' predicted token against the token the same model gives them when observed "
+                  "(first SQuINT variant; CIFM has no tokens).", "",
+                  to_markdown(results["summary"]["tokens"]), ""]
     return "\n".join(lines)
 
 
