@@ -32,7 +32,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from napari_squint.data.covariates import rbf_covariates
-from napari_squint.data.graph import symmetric_adjacency, padded_neighbours
+from napari_squint.data.graph import knn, padded_neighbours, symmetric_adjacency
 from napari_squint.data.validate import SlideError
 
 __all__ = ["created_graph", "local_density", "place_cells"]
@@ -212,9 +212,7 @@ def created_graph(
     kk = min(k, loc_xy.shape[0] - 1)
     if kk < 1:
         raise SlideError("a filled region needs at least one other cell nearby to link its new cells to")
-    tree = cKDTree(loc_xy)
-    dist, idx = tree.query(loc_xy, k=kk + 1)
-    idx, dist = idx[:, 1:], dist[:, 1:]
+    idx, dist = knn(loc_xy, kk)  # the same kNN (self excluded) as prepare_slide's graph
     local_nbr = padded_neighbours(symmetric_adjacency(idx, dist), max_degree)[:c]
     nbr = np.where(local_nbr >= 0, glob[np.maximum(local_nbr, 0)], -1)
     if kk < k:  # pad the distances so the covariates keep their meaning
