@@ -65,7 +65,7 @@ def one_seed(adata, *, section, seed, epochs, options, k):
     from napari_squint.nn.nb import sample_nb
     from napari_squint.tasks.holdout import choose_sites, train_heldout
     from napari_squint.tasks.impute import Imputer
-    from napari_squint.train.config import SquintConfig
+    from napari_squint.config import SquintConfig
 
     graph = SquintConfig().update(**{k_: v for k_, v in options.items() if k_ in ("k", "max_degree")}).graph
     genes = list(adata.var_names)

@@ -4,7 +4,7 @@ import torch
 from napari_squint.data.batch import make_batch
 from napari_squint.data.prepare import GraphConfig, prepare_slide
 from napari_squint.models.squint import SquintModule
-from napari_squint.train.config import ModelConfig
+from napari_squint.config import ModelConfig
 
 
 def _data(tissue):

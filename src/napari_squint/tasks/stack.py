@@ -298,7 +298,7 @@ def iter_stack_imputation(
     """
     from napari_squint.api.squint import Squint
     from napari_squint.tasks.explain import counts_matrix
-    from napari_squint.train.config import SquintConfig
+    from napari_squint.config import SquintConfig
 
     graphs = list(graphs)
     bad = [g for g in graphs if g not in GRAPHS]

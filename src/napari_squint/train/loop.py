@@ -14,7 +14,7 @@ import torch
 
 from napari_squint.data.batch import EpochBatches, SlideTensors, chunks, epoch_batches, make_batch, plan_epoch
 from napari_squint.data.prepare import PreparedSlide
-from napari_squint.train.config import TrainConfig
+from napari_squint.config import TrainConfig
 from napari_squint.train.events import ProgressEvent
 from napari_squint.train.prefetch import prefetch
 from napari_squint.train.threads import policy_scope
