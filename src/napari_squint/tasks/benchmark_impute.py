@@ -206,7 +206,7 @@ def iter_benchmark_impute(
     extra_methods
         ``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``.
     options
-        Extra :class:`~napari_squint.train.config.SquintConfig` options for
+        Extra :class:`~napari_squint.config.SquintConfig` options for
         every variant (``hidden=``, ``heads=``, ``batch_size=``, ``num_threads=``...).
     max_n
         Cells per set in MMD and energy distance.
@@ -224,7 +224,7 @@ def iter_benchmark_impute(
     from napari_squint.tasks.holdout import choose_sites, train_heldout
     from napari_squint.tasks.impute import METHODS, Imputer
     from napari_squint.tasks.masked_tokens import masked_token_scores
-    from napari_squint.train.config import SquintConfig
+    from napari_squint.config import SquintConfig
 
     variants = dict(MODEL_VARIANTS if variants is None else variants)
     extra_methods = dict(extra_methods or {})
