@@ -148,14 +148,16 @@ PROFILE_GROUPS = [
 ]
 
 
-def profile_case(steps: int) -> dict:
+def profile_case(steps: int, threads: str | None = None) -> dict:
     import anndata as ad
     from torch.profiler import ProfilerActivity, profile
 
     from napari_squint.api.squint import Squint
 
     adata = ad.read_h5ad(MERFISH)
-    model = Squint(adata, section_key="section", genes="all", epochs=1, seed=0, device="cpu", code_head_epochs=0)
+    opts = {} if threads in (None, "auto") else {"num_threads": int(threads)}
+    model = Squint(adata, section_key="section", genes="all", epochs=1, seed=0, device="cpu", code_head_epochs=0,
+                   **opts)
     gen = model.iter_train()
     n = 0
     for ev in gen:  # k-means and a few warm-up steps
@@ -171,6 +173,9 @@ def profile_case(steps: int) -> dict:
                 if n == 5 + steps:
                     break
     wall = time.perf_counter() - t0
+    import torch
+
+    used_threads = torch.get_num_threads()  # the training's, before closing restores the caller's
     gen.close()
     groups: dict[str, float] = {}
     total = 0.0
@@ -184,7 +189,7 @@ def profile_case(steps: int) -> dict:
         else:
             groups["other (elementwise, autograd, Python)"] = groups.get("other (elementwise, autograd, Python)", 0) + t
     top = sorted(((e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()), key=lambda x: -x[1])[:15]
-    return {"steps": steps, "wall_s": wall, "ms_per_step": 1000 * wall / steps, "self_cpu_s": total,
+    return {"steps": steps, "torch_threads": used_threads, "wall_s": wall, "ms_per_step": 1000 * wall / steps, "self_cpu_s": total,
             "share": {k: v / total for k, v in sorted(groups.items(), key=lambda x: -x[1])},
             "top_ops_s": dict(top)}
 
@@ -231,7 +236,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / ".bench" / "train_speed.json"))
     a = p.parse_args()
     if a.profile_only:
-        print(json.dumps(profile_case(a.profile), default=float))
+        print(json.dumps(profile_case(a.profile, a.threads), default=float))
         return
     if a.case:
         print(json.dumps(run_case(a.case, a.epochs, a.threads, a.wide_cells, a.device, a.synthetic_cells),
@@ -279,7 +284,7 @@ def main() -> None:
         results["loaded_over_quiet_train"] = cs["merfish_load"]["train_s"] / cs["merfish"]["train_s"]
         print("loaded / quiet (median epoch):", round(results["loaded_over_quiet_epoch"], 2), flush=True)
     if a.profile:
-        results["profile"] = sub(["--profile-only", "--profile", str(a.profile)])
+        results["profile"] = sub(["--profile-only", "--profile", str(a.profile)] + (["--threads", a.threads] if a.threads else []))
         results["profile"]["load_before"] = load_now()
         print("profile", json.dumps(results["profile"]["share"], default=float), flush=True)
         save()

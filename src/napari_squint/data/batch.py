@@ -36,6 +36,9 @@ class Batch:
     pos_edges: torch.Tensor | None = None  #: (2, P) seed-seed edges
     neg_edges: torch.Tensor | None = None  #: (2, P) sampled seed-seed non-edges
     seeds: np.ndarray | None = None  #: (B,) global indices of the seeds
+    #: (B,) per-row sums of log(x!) of x_nbr and x_cell (training batches; the NB likelihood's data constant)
+    lfact_nbr: torch.Tensor | None = None
+    lfact_cell: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> Batch:
         kw = {}
@@ -151,6 +154,10 @@ class SlideTensors:
                 self.dense[name] = torch.from_numpy(getattr(data, name).toarray().astype(np.float32, copy=False)).to(device)
                 budget -= size
         self.cond = torch.from_numpy(np.ascontiguousarray(data.cond, dtype=np.float32)).to(device)
+        from napari_squint.nn.nb import log_factorial_rows
+
+        self.lfact = {name: torch.from_numpy(log_factorial_rows(getattr(data, name))).to(device)
+                      for name in ("x_nbr", "counts")}
         self.pin = device.type == "cuda"
 
     def rows(self, name: str, idx_np: np.ndarray, idx_t: torch.Tensor) -> torch.Tensor:
@@ -261,4 +268,5 @@ class EpochBatches:
             cond=ts.cond.index_select(0, seeds_t), batch_id=self.bid_t[s0:s1],
             x_nbr=ts.rows("x_nbr", seeds_np, seeds_t), x_cell=ts.rows("counts", seeds_np, seeds_t),
             pos_edges=self.pos_t[:, q0:q1].contiguous(), neg_edges=self.neg_t[:, q0:q1].contiguous(), seeds=seeds_np,
+            lfact_nbr=ts.lfact["x_nbr"].index_select(0, seeds_t), lfact_cell=ts.lfact["counts"].index_select(0, seeds_t),
         )

@@ -12,8 +12,17 @@ from napari_squint.nn.centre import SyncCentre
 from napari_squint.nn.codebook import CosineCodebook
 from napari_squint.nn.film import FiLM
 from napari_squint.nn.mlp import mlp, mlp_masked_rows
-from napari_squint.nn.nb import nb_log_likelihood
+from napari_squint.nn.nb import nb_log_likelihood, nb_nll_mean
 from napari_squint.config import ModelConfig
+
+
+def _nb_loss(x, mu, theta, w, log_x_factorial):
+    """Mean NB negative log-likelihood, weighted per row by ``w`` (None: all 1); the data constant comes
+    precomputed per row when the batch carries it (training batches)."""
+    if w is None and log_x_factorial is not None:
+        return nb_nll_mean(x, mu, theta, log_x_factorial.to(mu.dtype))
+    ll = nb_log_likelihood(x, mu, theta)
+    return -(ll if w is None else w * ll).mean()
 
 
 class FiLMDecoder(nn.Module):
@@ -175,12 +184,11 @@ class SquintModule(nn.Module):
                 if masked_weight != 1.0:
                     w = torch.where(batch.masked[batch.seed_local], masked_weight, 1.0).to(q.device)
                     w = (w / w.mean())[:, None]
-                ll = nb_log_likelihood(batch.x_nbr, probs * lib, self.log_theta.float().exp())
-                out["nb_loss"] = -(ll if w is None else w * ll).mean()
+                out["nb_loss"] = _nb_loss(batch.x_nbr, probs * lib, self.log_theta.float().exp(), w, batch.lfact_nbr)
                 if batch.x_cell is not None:
                     lib_c = batch.x_cell.sum(-1, keepdim=True)
-                    llc = nb_log_likelihood(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.float().exp())
-                    out["nb_cell_loss"] = -(llc if w is None else w * llc).mean()
+                    out["nb_cell_loss"] = _nb_loss(batch.x_cell, probs_cell * lib_c, self.log_theta_cell.float().exp(),
+                                                   w, batch.lfact_cell)
         if batch.pos_edges is not None and batch.pos_edges.shape[1] > 0:
             # one pass of the edge MLP and one gather for positive and negative pairs together
             n_pos = batch.pos_edges.shape[1]
