@@ -95,6 +95,13 @@ def iter_inpaint(model, adata, request: InpaintRequest, *, imputer=None):
 
     seconds = {}
     mask = None if request.mask is None else np.asarray(request.mask, dtype=bool)
+    located = None
+    if request.regions:  # polygons checked and their cells found once, here (the Imputer reuses them)
+        from napari_squint.tasks.regions import locate_regions
+
+        sk = model.section_key if (model.section_key and model.section_key in adata.obs) else None
+        located = locate_regions(adata, request.regions, section_key=sk, spatial_key=model.spatial_key)
+        mask = located.mask
     if request.holdout:
         if mask is None:
             raise ValueError("holding out needs the cells inside the regions (mask)")
@@ -118,7 +125,7 @@ def iter_inpaint(model, adata, request: InpaintRequest, *, imputer=None):
         seconds["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     yield ProgressEvent("impute", message="imputing the cells inside the regions")
-    out = imputer.impute(regions=request.regions or None, mask=None if request.regions else mask,
+    out = imputer.impute(located=located, mask=None if located is not None else mask,
                          method=request.method, fill_empty=request.fill_empty, draw=request.draw,
                          residual=request.residual)
     seconds["impute"] = time.perf_counter() - t0
