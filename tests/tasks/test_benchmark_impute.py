@@ -99,8 +99,11 @@ def test_masked_token_accuracy_is_reported(results):
 
     assert set(tok) == {MODEL_ROW, BASELINE_ROW}
     for row in tok.values():
-        assert set(row) == {"top1", "top5"} and row["top1"]["n"] == 2
+        assert set(row) == {"top1", "top5", "code_top1"} and row["top1"]["n"] == 2
         assert 0.0 <= row["top1"]["mean"] <= row["top5"]["mean"] <= 1.0
+        assert 0.0 <= row["code_top1"]["mean"] <= 1.0
+    # the model's predicted token is its predicted codes: a right token has every head's code right
+    assert tok[MODEL_ROW]["top1"]["mean"] <= tok[MODEL_ROW]["code_top1"]["mean"]
     for r in results["runs"]:
         for row in r["scores"]["tokens"].values():
             assert row["top1"] <= row["top5"]

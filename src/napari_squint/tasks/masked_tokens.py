@@ -66,22 +66,35 @@ def masked_token_scores(model, data, held: np.ndarray, test: np.ndarray, *, sect
 
     Returns
     -------
-    ``{row: {"top1": ..., "top5": ...}}`` for :data:`MODEL_ROW` and :data:`BASELINE_ROW`
+    ``{row: {"top1": ..., "top5": ..., "code_top1": ...}}`` for :data:`MODEL_ROW` and :data:`BASELINE_ROW`
+    (``code_top1``: the fraction of (cell, codebook head) pairs whose predicted code is the observed one)
     (empty when the model has no masked-code head: its prediction is then the nearest code of the
     latent, reported under the same row).
     """
     held = np.asarray(held, dtype=bool)
     test = np.asarray(test, dtype=np.int64)
     k = int(k or model.config.graph.k)
-    truth = model.encode(data, cells=test)["tokens"]
+    seen = model.encode(data, cells=test)
+    truth, truth_codes = seen["tokens"], seen["codes"]
     observed = np.flatnonzero(~held)
     tokens = np.full(held.size, -1, dtype=np.int64)
-    tokens[observed] = model.encode(data, masked=held, cells=observed)["tokens"]
+    codes = np.full((held.size, truth_codes.shape[1]), -1, dtype=np.int64)
+    obs_enc = model.encode(data, masked=held, cells=observed)
+    tokens[observed], codes[observed] = obs_enc["tokens"], obs_enc["codes"]
     ctx = dataclasses.replace(data, nbr=_context_graph(data, held, test, sections, k))
     if model.has_code_head:
-        ranked = model.code_mixture(ctx, held, test, top=top)["candidates"]
+        pred = model.code_mixture(ctx, held, test, top=top)
+        ranked, pred_codes = pred["candidates"], pred["codes"]
     else:
-        ranked = model.encode(ctx, masked=held, cells=test)["tokens"][:, None]
+        pred = model.encode(ctx, masked=held, cells=test)
+        ranked, pred_codes = pred["tokens"][:, None], pred["codes"]
     base = neighbour_token_ranking(data.coords, tokens, ~held, test, k=k, section=sections, top=top)
     ks = (1, top)
-    return {MODEL_ROW: token_accuracy(truth, ranked, top=ks), BASELINE_ROW: token_accuracy(truth, base, top=ks)}
+    out = {MODEL_ROW: token_accuracy(truth, ranked, top=ks), BASELINE_ROW: token_accuracy(truth, base, top=ks)}
+    # per codebook head: a token of H heads is H codes; with many heads whole tokens are nearly unique per cell,
+    # so the share of heads whose code is right says more (top-1 code of the predicted token / the neighbours' mode)
+    base_codes = np.stack([neighbour_token_ranking(data.coords, codes[:, h], ~held, test, k=k, section=sections,
+                                                   top=1)[:, 0] for h in range(codes.shape[1])], axis=1)
+    out[MODEL_ROW]["code_top1"] = float((np.asarray(pred_codes) == truth_codes).mean())
+    out[BASELINE_ROW]["code_top1"] = float((base_codes == truth_codes).mean())
+    return out

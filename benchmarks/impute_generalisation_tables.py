@@ -1,0 +1,93 @@
+"""Per-dataset tables of the generalisation runs (``benchmarks/impute_generalisation.sh``).
+
+Reads every ``docs/results/generalisation/<dataset>/seeds*/impute_patches.json``, merges the seed runs of a
+dataset (:func:`napari_squint.tasks.benchmark_impute.merge_results`), writes the merged JSON next to them
+(``<dataset>/impute_patches_merged.json``) and prints one Markdown table per dataset plus the goal check::
+
+    .venv/bin/python benchmarks/impute_generalisation_tables.py > docs/results/generalisation/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from napari_squint.tasks.benchmark_impute import merge_results
+
+ROOT = Path(__file__).resolve().parents[1] / "docs" / "results" / "generalisation"
+ROWS = [
+    ("mean profile", "training mean"),
+    ("neighbourhood average", "neighbourhood average"),
+    ("ring infill", "ring average"),
+    ("SQuINT (context) logmean", "**SQuINT (defaults)**"),
+    ("SQuINT (context) logmean w/o residual", "SQuINT alone (no residual correction)"),
+    ("SQuINT (context) sample", "SQuINT generated counts (sample)"),
+    ("CIFM", "**CIFM (defaults)**"),
+]
+DEFAULT, NAVG, RING = "SQuINT (context) logmean", "neighbourhood average", "ring infill"
+
+
+def _fmt(s: dict | None, metric: str, digits: int) -> str:
+    if s is None or metric not in s:
+        return "–"
+    m, sd = s[metric]["mean"], s[metric]["sd"]
+    return f"{m:.{digits}f}" if sd != sd else f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def table(res: dict) -> list[str]:
+    sm = res["summary"]
+    lines = ["| method | X PC gene ↑ | X MMD ↓ | X energy ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ |",
+             "|---|---|---|---|---|---|---|"]
+    for key, label in ROWS:
+        if key not in sm["X_nbr"]:
+            continue
+        x, n = sm["X"].get(key), sm["X_nbr"][key]
+        lines.append(f"| {label} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | {_fmt(x, 'energy', 2)} | "
+                     f"{_fmt(n, 'pc_gene', 3)} | {_fmt(n, 'mmd', 4)} | {_fmt(n, 'energy', 3)} |")
+    tok = sm.get("tokens") or {}
+    if tok:
+        lines += ["", "| masked-token prediction | token top-1 ↑ | token top-5 ↑ | code top-1 (per head) ↑ |",
+                  "|---|---|---|---|"]
+        for name, s in tok.items():
+            lines.append(f"| {name} | {_fmt(s, 'top1', 3)} | {_fmt(s, 'top5', 3)} | {_fmt(s, 'code_top1', 3)} |")
+    return lines
+
+
+def goal(res: dict) -> str:
+    n = res["summary"]["X_nbr"]
+    if DEFAULT not in n:
+        return "goal: SQuINT default row missing"
+    d, a, r = n[DEFAULT], n[NAVG], n[RING]
+    checks = [("PC > nbr avg", d["pc_gene"]["mean"] > a["pc_gene"]["mean"]),
+              ("MMD < nbr avg", d["mmd"]["mean"] < a["mmd"]["mean"]),
+              ("energy < nbr avg", d["energy"]["mean"] < a["energy"]["mean"]),
+              ("PC > ring avg", d["pc_gene"]["mean"] > r["pc_gene"]["mean"])]
+    text = ", ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in checks)
+    if "CIFM" in n:
+        c = n["CIFM"]
+        text += (f"; CIFM PC > nbr avg: {'yes' if c['pc_gene']['mean'] > a['pc_gene']['mean'] else '**no**'}, "
+                 f"CIFM MMD within 2x: {'yes' if c['mmd']['mean'] <= 2 * a['mmd']['mean'] else '**no**'}")
+    return f"Goal on X_nbr (means over seeds {res['config']['seeds']}): {text}."
+
+
+def main() -> int:
+    for ds in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+        parts = [json.loads(f.read_text()) for f in sorted(ds.glob("seeds*/impute_patches.json"))]
+        if not parts:
+            continue
+        res = merge_results(parts)
+        (ds / "impute_patches_merged.json").write_text(json.dumps(res, indent=1))
+        cfg = res["config"]
+        secs = sum(sum(r["seconds"].get("seed total", 0) for r in p["runs"]) for p in parts)
+        print(f"### {ds.name}\n")
+        print(f"{cfg['n_cells']} cells x {cfg['n_genes']} genes, {len(cfg['sections'] or [])} section(s); patches "
+              f"in `{cfg['section']}` ({res['runs'][0]['n_test']} test cells per seed); seeds {cfg['seeds']}; "
+              f"{secs:.0f} s of runs (contended cores).\n")
+        print("\n".join(table(res)))
+        print(f"\n{goal(res)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
