@@ -20,7 +20,7 @@ from scipy.sparse import csgraph
 
 from napari_squint.data.validate import SlideError, section_depth
 
-__all__ = ["counts_from_log", "hops_to_observed", "log_normalise_rows", "masked_depth", "microenv_members", "microenv_sum", "section_median_depth"]
+__all__ = ["counts_from_log", "hop_distance", "hops_to_observed", "log_normalise_rows", "masked_depth", "microenv_members", "microenv_sum", "section_median_depth"]
 
 
 def section_median_depth(library: np.ndarray, groups: np.ndarray, observed: np.ndarray, wanted,
@@ -83,7 +83,7 @@ def masked_depth(data, masked: np.ndarray, library: np.ndarray | None = None) ->
 
 
 def microenv_members(cells: np.ndarray, nbr_rows: np.ndarray, targets: np.ndarray,
-                     n_measured: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+                     n_measured: int, *, include_self: bool = True) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Who makes up each microenvironment: measured members and target members.
 
     A cell's microenvironment is itself plus its graph row (``-1`` pads).
@@ -99,6 +99,8 @@ def microenv_members(cells: np.ndarray, nbr_rows: np.ndarray, targets: np.ndarra
         created in empty regions, must be among them).
     n_measured
         Number of slide cells (ids below it have measured counts).
+    include_self
+        Count the cell itself (True) or only its row (the row is the whole membership).
 
     Returns
     -------
@@ -107,7 +109,9 @@ def microenv_members(cells: np.ndarray, nbr_rows: np.ndarray, targets: np.ndarra
     """
     cells = np.asarray(cells, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
-    members = np.concatenate([cells[:, None], np.asarray(nbr_rows, dtype=np.int64)], axis=1)
+    members = np.asarray(nbr_rows, dtype=np.int64)
+    if include_self:
+        members = np.concatenate([cells[:, None], members], axis=1)
     rows = np.broadcast_to(np.arange(cells.size)[:, None], members.shape)
     valid = members >= 0
     slot = np.searchsorted(targets, np.maximum(members, 0))
@@ -122,7 +126,9 @@ def microenv_members(cells: np.ndarray, nbr_rows: np.ndarray, targets: np.ndarra
 
 def microenv_sum(counts, a_meas: sp.csr_matrix, a_imp: sp.csr_matrix, imputed: np.ndarray) -> np.ndarray:
     """Measured counts of the observed members plus imputed counts of the target members, float64 ``(m, g)``."""
-    return (a_meas @ counts).toarray().astype(np.float64) + a_imp @ np.asarray(imputed, dtype=np.float64)
+    measured = a_meas @ counts
+    measured = measured.toarray() if sp.issparse(measured) else np.asarray(measured)
+    return measured.astype(np.float64) + a_imp @ np.asarray(imputed, dtype=np.float64)
 
 
 def log_normalise_rows(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
@@ -162,6 +168,33 @@ def counts_from_log(x_log: np.ndarray, library: np.ndarray) -> np.ndarray:
     return p * np.asarray(library, dtype=np.float64)[:, None]
 
 
+def hop_distance(reads: sp.spmatrix, sources: np.ndarray) -> np.ndarray:
+    """Hops from the nearest of ``sources``: a multi-source breadth-first search (scipy.sparse.csgraph).
+
+    Parameters
+    ----------
+    reads
+        ``(N, N)`` sparse; cell ``i`` is one hop from ``j`` when ``reads[i, j] != 0``.
+    sources
+        ``(N,)`` bool, the cells at distance 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` float64 hops; ``inf`` for cells no source reaches.
+    """
+    sources = np.asarray(sources, dtype=bool)
+    n = sources.size
+    coo = sp.coo_matrix(reads)
+    keep = coo.data != 0
+    src = np.flatnonzero(sources)
+    # edges j -> i when i reads j, and a super-source (node n) one hop before every source
+    tail = np.concatenate([coo.col[keep], np.full(src.size, n)])
+    head = np.concatenate([coo.row[keep], src])
+    edges = sp.csr_matrix((np.ones(tail.size), (tail, head)), shape=(n + 1, n + 1))
+    return csgraph.shortest_path(edges, method="D", directed=True, unweighted=True, indices=n)[:n] - 1
+
+
 def hops_to_observed(cells: np.ndarray, reads: sp.spmatrix, observed: np.ndarray) -> np.ndarray:
     """Infill rings: hops from each of ``cells`` to the nearest observed cell.
 
@@ -184,18 +217,12 @@ def hops_to_observed(cells: np.ndarray, reads: sp.spmatrix, observed: np.ndarray
     """
     cells = np.asarray(cells, dtype=np.int64)
     observed = np.asarray(observed, dtype=bool)
-    n = observed.size
-    is_t = np.zeros(n, dtype=bool)
+    is_t = np.zeros(observed.size, dtype=bool)
     is_t[cells] = True
-    reads = sp.csr_matrix(reads)
     coo = sp.coo_matrix(reads)
-    read = is_t[coo.row] & (coo.data != 0)  # only targets' rows: a target is reached from what it reads
-    src = np.flatnonzero(observed)
-    # edges j -> i when target i reads j, and a super-source (node n) one hop before every observed cell
-    tail = np.concatenate([coo.col[read], np.full(src.size, n)])
-    head = np.concatenate([coo.row[read], src])
-    edges = sp.csr_matrix((np.ones(tail.size), (tail, head)), shape=(n + 1, n + 1))
-    dist = csgraph.shortest_path(edges, method="D", directed=True, unweighted=True, indices=n)[cells] - 1
+    read = is_t[coo.row]  # only targets' rows: a target is reached from what it reads
+    rows = sp.csr_matrix((coo.data[read], (coo.row[read], coo.col[read])), shape=coo.shape)
+    dist = hop_distance(rows, observed)[cells]
     reached = np.isfinite(dist)
     ring = np.zeros(cells.size, dtype=np.int64)
     ring[reached] = dist[reached].astype(np.int64)

@@ -18,6 +18,9 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from napari_squint.data.graph import knn
+from napari_squint.data.imputation import hop_distance, microenv_members, microenv_sum
+
 __all__ = [
     "knn_index",
     "mean_profile",
@@ -129,13 +132,10 @@ def knn_index(coords, k: int = 8, *, section=None) -> np.ndarray:
     out = np.full((c.shape[0], k), -1, dtype=np.intp)
     for code in np.unique(codes):
         members = np.flatnonzero(codes == code)
-        kk = min(k + 1, members.size)
-        _, nn = cKDTree(c[members]).query(c[members], k=kk)
-        nn = members[nn.reshape(members.size, kk)]
-        # move the cell itself to the last column (stable), then drop that column;
-        # with duplicate coordinates the cell may be missing and the farthest goes
-        order = np.argsort(nn == members[:, None], axis=1, kind="stable")
-        out[members, : kk - 1] = np.take_along_axis(nn, order, axis=1)[:, : kk - 1]
+        kk = min(k, members.size - 1)
+        if kk >= 1:  # the graph's kNN (self excluded; with duplicate coordinates the farthest goes)
+            nn, _ = knn(c[members], kk)
+            out[members, :kk] = members[nn]
     return out
 
 
@@ -143,7 +143,7 @@ def _hops(coords: np.ndarray, observed: np.ndarray, k: int) -> np.ndarray:
     """Graph distance (hops on the symmetric kNN graph) to the nearest observed cell.
 
     Observed cells get 0; cells not connected to any observed cell get
-    ``inf``.
+    ``inf`` (:func:`~napari_squint.data.imputation.hop_distance`).
     """
     n = coords.shape[0]
     kk = min(k + 1, n)
@@ -151,16 +151,7 @@ def _hops(coords: np.ndarray, observed: np.ndarray, k: int) -> np.ndarray:
     nn = nn.reshape(n, kk)
     ones = np.ones(nn.size, dtype=bool)
     adj = sp.csr_matrix((ones, (np.repeat(np.arange(n), kk), nn.ravel())), shape=(n, n))
-    adj = (adj + adj.T).tocsr()
-    hops = np.full(n, np.inf)
-    hops[observed] = 0
-    frontier, level = np.flatnonzero(observed), 0
-    while frontier.size:
-        level += 1
-        reached = np.unique(adj[frontier].indices)
-        frontier = reached[np.isinf(hops[reached])]
-        hops[frontier] = level
-    return hops
+    return hop_distance((adj + adj.T).tocsr(), observed)
 
 
 # --- baselines ------------------------------------------------------------------
@@ -502,11 +493,8 @@ def nbr_profile(
             f"estimates must have shape ({n}, {x.shape[1]}) or ({n_held}, {x.shape[1]}), "
             f"got {e.shape}"
         )
-    rank = np.arange(n) if e.shape[0] == n else np.cumsum(held) - 1
-    cells, members = _members(nbr_idx, n, cells, include_self)
-    valid = members >= 0
-    is_held = np.zeros(members.shape, dtype=bool)
-    is_held[valid] = held[members[valid]]
-    from_measured = _sum_rows(members, n, valid & ~is_held, lambda m: m) @ x
-    from_estimates = _sum_rows(members, e.shape[0], is_held, lambda m: rank[m]) @ e
-    return _dense(from_measured) + _dense(from_estimates)
+    targets = np.flatnonzero(held)
+    cells, members = _members(nbr_idx, n, cells, include_self)  # checks nbr_idx and cells
+    rows = members[:, 1:] if include_self else members
+    a_meas, a_imp = microenv_members(cells, rows, targets, n, include_self=include_self)
+    return microenv_sum(x, a_meas, a_imp, _dense(e[held] if e.shape[0] == n else e))
