@@ -10,7 +10,8 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
-from napari_squint.data.synthetic import _negative_binomial, make_tissue, tile_sections
+from napari_squint.data.synthetic import make_tissue, tile_sections
+from napari_squint.data.synthetic_expression import _negative_binomial
 
 
 @pytest.fixture(scope="module")
