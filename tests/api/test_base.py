@@ -83,6 +83,7 @@ def test_capabilities_are_consistent(cls):
     assert cls.label and cls.kind
     assert cls.default_epochs() == {Squint: SQUINT_EPOCHS, Cifm: CIFM_EPOCHS}[cls]
     assert cls.supports_residual == ("logmean" in cls.draws)
+    assert cls.perturbation in ("replace", "inject") and isinstance(cls.distributed_training, bool)
 
 
 def test_has_tokens_says_whether_tokens_are_assigned(model, tissue):

@@ -17,6 +17,7 @@ to know about a model is a class attribute, never its name:
 ``nbr_modes``       how ``imputed_nbr`` may be formed
 ``substitutes``     what may replace an imputed ring's inputs in ``"infill"``
 ``perturbation``    how cells are perturbed: ``"replace"`` (token transitions) or ``"inject"``
+``distributed_training``  whether ``squint train --distributed`` supports it
 ``label``           the name shown to users
 ==================  ==========================================================
 
@@ -102,6 +103,8 @@ class BaseModel:
     #: how cells are perturbed: "replace" (prototype expression, token transitions: tasks/perturb.py) or
     #: "inject" (simulated injection into the graph: tasks/inject.py)
     perturbation: ClassVar[str] = ""
+    #: whether data-parallel training (train/distributed.py, ``squint train --distributed``) supports the model
+    distributed_training: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ class Squint(BaseModel):
     default_draw = "logmean"
     supports_residual = True
     perturbation = "replace"
+    distributed_training = True
     nbr_modes = ("sum", "decoder")
     substitutes = ("mean", "sample")
     _variable_tensors = ("token_codes", "token_counts")

@@ -57,11 +57,14 @@ def run(args) -> int:
                                    spatial_key=args.spatial_key)
         print(f"holding out {int(holdout.sum())} cells inside {args.holdout}")
     genes = common.parse_genes(args.genes, adata)
+    from napari_squint.api.load import model_classes
+
+    cls = model_classes()[args.model]  # --model names a model class (its kind)
     if args.distributed:
         from napari_squint.train.distributed import DistributedRun, train_distributed
 
-        if args.model != "squint":
-            raise ValueError("--distributed is available for --model squint only")
+        if not cls.distributed_training:
+            raise ValueError(f"--distributed is not available for {cls.label} (--model {args.model})")
         run_ = DistributedRun(out=args.out, section_key=common.section_key(args), spatial_key=args.spatial_key,
                               genes=genes, holdout=holdout, allow_non_counts=args.allow_non_counts,
                               overwrite=args.overwrite, options=options(args))
@@ -69,9 +72,6 @@ def run(args) -> int:
         if path is not None:
             print(f"rank 0 wrote {path}")
         return 0
-    from napari_squint.api.load import model_classes
-
-    cls = model_classes()[args.model]  # --model names a model class (its kind)
     model = cls(adata, section_key=common.section_key(args), spatial_key=args.spatial_key, genes=genes,
                 holdout=holdout, allow_non_counts=args.allow_non_counts, **options(args))
     model.train(callback=TerminalProgress())
