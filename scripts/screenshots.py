@@ -2,12 +2,16 @@
 
 Run under Xvfb (napari draws a blank canvas with ``QT_QPA_PLATFORM=offscreen``)::
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshots.py [--model DIR] [--epochs 8]
+    squint train ../shared/data/merfish_hypothalamus_moffitt2018_9sections.h5ad --out out/merfish_default_model
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshots.py [--model DIR]
 
-The widgets are driven exactly as a user would (open the file, train, draw a
-polygon, click Impute ...), with jobs run synchronously so each screenshot is
-taken when its result is on screen. The trained model is cached in
-``out/screenshot_model`` (``--model`` reuses any saved model). PNGs go to
+The docks are opened the way napari's Plugins menu opens them
+(``viewer.window.add_plugin_dock_widget``) and driven as a user would (open
+the file, load the model, colour, draw a polygon, click Impute ...), with jobs
+run synchronously so each screenshot is taken when its result is on screen.
+The model is the one trained with the default number of epochs on the whole
+MERFISH slide (``--model``, default ``out/merfish_default_model``; without it the
+dock trains one with its default epochs and caches it there). PNGs go to
 ``docs/screenshots/`` as 256-colour images (each well under 400 KB).
 """
 
@@ -51,26 +55,16 @@ def save(viewer, app, name: str, *, width: int = 1360) -> Path:
     return path
 
 
-def show_dock(viewer, name: str) -> None:
-    """Bring one dock to the front (they are tabbed on the right)."""
-    from qtpy.QtWidgets import QDockWidget
-
-    w = viewer.window.dock_widgets[name]
-    while w is not None and not isinstance(w, QDockWidget):
-        w = w.parent()
-    if w is not None:
-        w.show()
-        w.raise_()
-
-
-def zoom_to(viewer, layer_info: dict, *, pad: float = 0.05) -> None:
-    """Centre the camera on one section."""
+def zoom_to(viewer, layer_info: dict, *, pad: float = 0.15) -> None:
+    """Centre the camera on one section (from the fit of the whole slide: no private canvas size)."""
     x0, y0, x1, y1 = layer_info["bounds"]
     dy, dx = layer_info["offset"]
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    viewer.reset_view()
+    extent = np.asarray(viewer.layers.extent.world)[:, -2:]
+    full = extent[1] - extent[0]
+    camera = viewer.camera
     camera.center = ((y0 + y1) / 2 + dy, (x0 + x1) / 2 + dx)
-    h, w = viewer.window._qt_viewer.canvas.size
-    camera.zoom = min(h / ((y1 - y0) * (1 + pad)), w / ((x1 - x0) * (1 + pad)))
+    camera.zoom = camera.zoom * min(full[0] / ((y1 - y0) * (1 + pad)), full[1] / ((x1 - x0) * (1 + pad)))
 
 
 def square(info: dict, centre=(0.5, 0.5), half: float = 0.08) -> np.ndarray:
@@ -86,82 +80,89 @@ def main(argv=None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_squint._napari._sample_data import merfish_path
-    from napari_squint._napari.launch import add_docks
     from napari_squint._napari.layers import cell_layers
-    from napari_squint._napari.tokens_widget import TOKEN_ROLE
+    from napari_squint._napari.session import CELLS_META
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="MERFISH .h5ad (default: ../shared/data or $NAPARI_SQUINT_MERFISH)")
-    p.add_argument("--model", default=None, help="a saved model folder to load instead of training")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--model", default=str(ROOT / "out" / "merfish_default_model"),
+                   help="a model trained with the default epochs on the slide (trained and saved here when absent)")
     args = p.parse_args(argv)
     data = Path(args.data) if args.data else merfish_path()
     if data is None:
         raise SystemExit("the MERFISH file is needed: pass --data or set NAPARI_SQUINT_MERFISH")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
 
     viewer = napari.Viewer(title="napari-squint", show=True)
     app = QApplication.instance()
-    viewer.window._qt_window.resize(1600, 1000)
-    docks = add_docks(viewer)
-    for w in docks.values():
-        w.setMinimumWidth(430)
+    viewer.window.resize(1600, 1000)
+    docks = {}
+    for name in ("Slide & model", "In-paint", "Tokens", "Activation score", "Perturb"):  # the Plugins menu route
+        docks[name] = viewer.window.add_plugin_dock_widget("napari-squint", name)[1]
+        settle(app, 1)
     slide = docks["Slide & model"]
+    slide.bring_forward()
     slide.open_slide(data)
-    layers = cell_layers(viewer)
-    first = layers[0].metadata["squint_cells"]
+    first = cell_layers(viewer)[0].metadata[CELLS_META]
 
-    # 1. Slide & model: train (or load), cells coloured by token
-    cached = ROOT / "out" / "screenshot_model"
-    model_dir = Path(args.model) if args.model else (cached if (cached / "config.json").exists() else None)
-    if model_dir is not None:
+    # 1. Slide & model: the model (default epochs), cells coloured by cell type with the legend
+    model_dir = Path(args.model)
+    if (model_dir / "config.json").exists():
         slide.load_model(model_dir)
     else:
-        slide.epochs_spin.setValue(args.epochs)
         slide.train(device="cpu")
-        slide.save_model(cached)
+        slide.save_model(model_dir)
     assert slide.last_error is None, slide.last_error
+    slide.colour_panel.colour("cell_type")
     viewer.reset_view()
-    show_dock(viewer, "Slide & model")
     save(viewer, app, "slide_model")
 
-    # 2. Tokens: a token highlighted, its top genes, a dot plot of a glial programme
+    # 2. Colour by a gene (measured), with its colour bar and the canvas caption
+    slide.colour_panel.colour("gene", "Gad1")
+    save(viewer, app, "colour_gene")
+
+    # 3. Tokens: the overview of every token, one selected
     tokens = docks["Tokens"]
-    show_dock(viewer, "Tokens")
+    tokens.bring_forward()
     tokens.colour_by_token()
+    tokens.describe_tokens()
+    assert tokens.last_error is None, tokens.last_error
+    tokens._overview_clicked(3)
+    tokens.scroll.ensureWidgetVisible(tokens.overview)
+    save(viewer, app, "tokens")
     tokens.programme_edit.setText(", ".join(PROGRAMME))
     tokens.n_tokens_spin.setValue(14)
     tokens.rank_combo.setCurrentText("highest programme expression")
     tokens.dot_plot()
-    tokens.select_token(tokens.legend.item(3).data(TOKEN_ROLE))
-    save(viewer, app, "tokens")
+    tokens.scroll.ensureWidgetVisible(tokens.dotplot)
+    save(viewer, app, "tokens_dotplot")
 
-    # 3. In-paint: a square in the first section, imputed with the model
+    # 4. In-paint: a square in the first section, imputed; Gad1 on every cell, imputed inside
     inpaint = docks["In-paint"]
-    show_dock(viewer, "In-paint")
+    inpaint.bring_forward()
     tokens.clear_selection()
     shapes = inpaint.region.new_layer()
     shapes.add_polygons([square(first, centre=(0.45, 0.55))])
     shapes.mode = "pan_zoom"
-    inpaint.gene_combo.setCurrentText("Gad1")
+    t0 = time.perf_counter()
     inpaint.impute()
     assert inpaint.last_error is None, inpaint.last_error
-    inpaint.gene_combo.setCurrentText("Gad1")
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inpaint.impute()  # the same polygon again: the prepared slide is reused
+    assert inpaint.last_error is None, inpaint.last_error
+    print(f"impute {inpaint.output.n_obs} cells on {slide.session.adata.n_obs:,}: first {first_s:.1f} s, "
+          f"again {time.perf_counter() - t0:.1f} s ({inpaint.status.text()})", flush=True)
+    inpaint.show_gene("Gad1")
     zoom_to(viewer, first)
+    inpaint.scroll.ensureWidgetVisible(inpaint.metrics_label)
     save(viewer, app, "inpaint")
 
-    # 4. Activation score: animal 7 against animal 1
+    # 5. Activation score: animal 7 against the others
     act = docks["Activation score"]
-    show_dock(viewer, "Activation score")
-    for layer in [lyr for lyr in viewer.layers if lyr.name.startswith(("imputed", "measured"))]:
-        layer.visible = False
+    act.bring_forward()
     shapes.visible = False
     act.condition_combo.setCurrentText("animal_id")
+    act._fill_groups("animal_id")
     act.group_combo.setCurrentText("7")
     act.method_combo.setCurrentText("most enriched vs other groups")
     act.compute()
@@ -169,11 +170,11 @@ def main(argv=None) -> int:
     viewer.reset_view()
     save(viewer, app, "activation")
 
-    # 5. Perturb: inhibitory neurons in the square get the mean excitatory profile; astrocytes respond
+    # 6. Perturb: inhibitory neurons in the square get the mean excitatory profile; astrocytes respond
     pert = docks["Perturb"]
-    show_dock(viewer, "Perturb")
+    pert.bring_forward()
     shapes.visible = True
-    pert.region.combo.setCurrentText(shapes.name)
+    pert.region.choose(shapes)
     pert.key_combo.setCurrentText("cell_type_coarse")
     pert.replace_combo.setCurrentText("Inhibitory")
     pert.proto_key_combo.setCurrentText("cell_type_coarse")
@@ -182,6 +183,7 @@ def main(argv=None) -> int:
     pert.run()
     assert pert.last_error is None, pert.last_error
     zoom_to(viewer, first)
+    pert.scroll.ensureWidgetVisible(pert.key_panel)
     save(viewer, app, "perturb")
 
     for w in docks.values():

@@ -61,8 +61,8 @@ def test_impute_a_drawn_polygon(inpaint_widget, viewer):
     assert set(w.metrics) == {"SQuINT", "neighbourhood average"}
     assert -1 <= w.metrics["SQuINT"]["pc_cell"] <= 1
     assert "saw these cells" in w.metrics_label.text() and "higher is better" in w.metrics_label.text()
-    assert "Pearson" in w.metrics_table.horizontalHeaderItem(0).toolTip()
-    assert w.metrics_table.rowCount() == 2
+    assert "Pearson" in w.metrics_table.verticalHeaderItem(0).toolTip()
+    assert w.metrics_table.columnCount() == 2 and w.metrics_table.rowCount() == 4
     assert list(w._table()["method"]) == ["SQuINT", "neighbourhood average"]
     assert w.session.results["impute"] is out and w.session.dirty
     assert [r.section for r in w.session.regions] == ["section_0"]

@@ -105,7 +105,7 @@ def test_counts_agree_and_the_colour_key_is_shown(perturb_widget, viewer, box, i
     assert res.n_responders == p["n_affected"] > 0
     assert res.n_changed_responders == p["n_changed_responders"] == p["n_changed"]
     title = w.transitions_panel.figure.axes[0].get_title()
-    assert f"of {p['n_affected']} changed" in title or "no responder changed" in title
+    assert f"of {p['n_affected']} responders changed" in title or "no responder changed" in title
     text = w.summary_label.text()
     assert f"{p['n_affected']:,} cells could change" in text and f"{p['n_changed']:,} did" in text
     assert "((" not in text

@@ -88,7 +88,7 @@ def test_a_biologists_flow_through_the_plugins_menu(make_napari_viewer, two_sect
     assert n_in >= 20
     assert set(inpaint.metrics) == {"SQuINT", "neighbourhood average"}
     inpaint.show_gene("Gad1")
-    assert f"{n_in:,} cells inside the polygons imputed" in s.legend.caption()
+    assert f"{n_in:,} imputed (in polygons)" in s.legend.caption()
 
     # perturb: an explicit region, the commonest type inside it replaced by astrocytes
     layer = perturb.region.new_layer()

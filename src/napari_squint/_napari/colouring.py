@@ -29,7 +29,20 @@ MAX_LEGEND = 40
 #: obs columns with more distinct values than this are treated as numbers when numeric, else skipped
 MAX_CATEGORIES = 500
 #: what a gene's values are
-GENE_UNIT = "log1p(counts per 10k)"
+GENE_UNIT = "log1p(counts/10k)"
+
+
+def _qualitative() -> np.ndarray:
+    import matplotlib
+
+    tab = matplotlib.colormaps["tab20"](np.linspace(0, 1, 20))
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # the 10 strong colours first, then their light pairs
+    return tab[order].astype(np.float32)
+
+
+#: colours of an annotation's values, most frequent first
+QUALITATIVE = _qualitative()
+MISSING_RGBA = np.array([0.35, 0.35, 0.35, 1.0], dtype=np.float32)
 
 
 @dataclass
@@ -55,7 +68,7 @@ class Legend:
             return f"colour: {self.title} ({len(self.labels)} categories; legend in the dock)"
         lo, hi = self.limits
         unit = f" {self.unit}" if self.unit else ""
-        return f"colour: {self.title}{unit}, {lo:.3g} (dark) to {hi:.3g} (yellow){self.note}"
+        return f"colour: {self.title}{unit} {lo:.3g} (dark) to {hi:.3g} (bright){self.note}"
 
     def table(self) -> pd.DataFrame:
         """The legend as a table (for CSV export)."""
@@ -105,11 +118,12 @@ def gene_values(adata, gene: str, *, layer: str | None = None, imputed=None) -> 
     if gene not in adata.var_names:
         raise KeyError(f"gene {gene!r} is not in the slide ({adata.n_vars} genes)")
     x = adata.layers[layer] if layer else adata.X
-    norm = log_normalise(x)
     gi = int(adata.var_names.get_loc(gene))
-    col = norm[:, gi]
-    col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
-    values = np.asarray(col, dtype=np.float64).ravel()
+    # the one column, scaled as log_normalise scales every row (to 10,000 counts, then log1p): no full matrix
+    lib = np.asarray(x.sum(1), dtype=np.float64).ravel()
+    col = x[:, gi]
+    col = np.asarray(col.toarray() if hasattr(col, "toarray") else col, dtype=np.float64).ravel()
+    values = np.log1p(np.divide(col * 1e4, lib, out=np.zeros_like(col), where=lib > 0))
     is_imputed = np.zeros(adata.n_obs, dtype=bool)
     if imputed is not None and gene in imputed.var_names:
         measured = ~imputed.obs[K.CREATED_KEY].to_numpy() if K.CREATED_KEY in imputed.obs else np.ones(
@@ -138,7 +152,7 @@ def colour_by(session, choice: str, *, gene: str | None = None) -> tuple[np.ndar
         values, imp = gene_values(a, gene, layer=session.layer, imputed=session.results.get("impute"))
         hi = float(np.nanmax(values)) if values.size else 1.0
         rgba, lim = colour_continuous(values, cmap=CMAP, vmin=0.0, vmax=max(hi, 1e-6))
-        note = f"; {int(imp.sum()):,} cells inside the polygons imputed, the rest measured" if imp.any() else ""
+        note = f"; {int(imp.sum()):,} imputed (in polygons), rest measured" if imp.any() else ""
         return rgba, Legend(gene, limits=lim, unit=GENE_UNIT, note=note), values
     if choice == TOKEN:
         col = a.obs[K.TOKEN_KEY]
@@ -159,6 +173,13 @@ def colour_by(session, choice: str, *, gene: str | None = None) -> tuple[np.ndar
         return rgba, Legend(title, limits=lim, cmap="plasma" if choice == ACTIVATION else CMAP), values
     rgba, cats, lut = colour_categories(col)
     counts = pd.Series(col).value_counts()
+    if choice != TOKEN and 0 < len(counts) <= len(QUALITATIVE):
+        # an annotation with few values: a qualitative palette by frequency tells them apart better than the
+        # id-hashed colours (those stay for tokens, whose colour must not depend on what else is present)
+        lut = np.asarray([QUALITATIVE[list(counts.index).index(c)] if c in counts.index else MISSING_RGBA
+                          for c in cats], dtype=np.float32)
+        codes = pd.Categorical(pd.Series(col).astype(object), categories=cats).codes
+        rgba = np.where(codes[:, None] >= 0, lut[np.maximum(codes, 0)], MISSING_RGBA).astype(np.float32)
     order = [i for i in np.argsort([-int(counts.get(c, 0)) for c in cats], kind="stable")
              if counts.get(cats[i], 0) > 0]
     legend = Legend(title, labels=[cats[i] for i in order], colours=lut[order],

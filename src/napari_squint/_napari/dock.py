@@ -160,6 +160,7 @@ class SquintDock(QWidget):
             window.tabifyDockWidget(others[0], mine)
             mine.show()
             mine.raise_()
+        _unelide_tabs(window)
 
     def bring_forward(self) -> None:
         """Make this dock the visible tab of its group."""
@@ -320,6 +321,16 @@ def show_caption(viewer, legend) -> None:
     overlay.visible = True
 
 
+def _unelide_tabs(window) -> None:
+    """Dock tabs show their whole titles and scroll when they do not fit (Qt elides them by default)."""
+    from qtpy.QtWidgets import QTabBar
+
+    for bar in window.findChildren(QTabBar):
+        if bar.parent() is window:  # the main window's dock tab bars, not tabs inside widgets
+            bar.setElideMode(Qt.TextElideMode.ElideNone)
+            bar.setUsesScrollButtons(True)
+
+
 def _forget(session, callback, *_):
     session.unsubscribe(callback)
 
@@ -338,6 +349,8 @@ def show_cells(viewer, session, *, layout: str | None = None, show_section: str 
     titles = section_titles(layers)
     viewer.layers.extend(layers + ([titles] if titles is not None else []))  # one insertion pass
     set_hover(layers, session)
+    if layers:
+        viewer.layers.selection.active = layers[0]  # the cells, not the titles, under the layer controls
     viewer.reset_view()
     return layers
 

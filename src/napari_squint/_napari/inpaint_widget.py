@@ -57,7 +57,9 @@ class InpaintWidget(SquintDock):
         self.holdout_check = QCheckBox("hold out and retrain (honest)")
         self.holdout_check.setToolTip("train a new model that never sees the cells inside the regions, then impute")
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000, value=10)
-        form.addRow(_row(self.holdout_check, QLabel("epochs"), self.epochs_spin))
+        self.epochs_spin.setToolTip("epochs of the retrained model")
+        form.addRow(self.holdout_check)
+        form.addRow("retrain epochs", self.epochs_spin)
         self.impute_button = self.button("Impute", self.impute)
         self.cancel_button = self.button("Cancel", self.cancel, busy=False)
         self.cancel_button.setEnabled(False)
@@ -71,14 +73,14 @@ class InpaintWidget(SquintDock):
         self.figure = FigurePanel(width=4.2, height=2.6)
         self.figure.setToolTip("the region and its surroundings, oriented as on the canvas; one colour scale")
         form.addRow(self.figure)
-        self.metrics_table = QTableWidget(0, len(METRICS))
-        self.metrics_table.setHorizontalHeaderLabels([title for title, _ in METRICS.values()])
+        # one row per metric (named, with its meaning on hover), one column per method: fits a narrow dock
+        self.metrics_table = QTableWidget(len(METRICS), 0)
+        self.metrics_table.setVerticalHeaderLabels([title for title, _ in METRICS.values()])
         for i, (_, help_text) in enumerate(METRICS.values()):
-            self.metrics_table.horizontalHeaderItem(i).setToolTip(help_text)
+            self.metrics_table.verticalHeaderItem(i).setToolTip(help_text)
         self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.metrics_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.metrics_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.metrics_table.setMaximumHeight(110)
+        self.metrics_table.setMinimumHeight(150)
         self.metrics_table.setVisible(False)
         form.addRow(self.metrics_table)
         self.metrics_label = QLabel("")
@@ -226,7 +228,7 @@ class InpaintWidget(SquintDock):
             ok = mine & np.isfinite(vals)
             sc = ax.scatter(xy_out[ok, 0], xy_out[ok, 1], s=11, c=vals[ok], cmap=CMAP, vmin=lo, vmax=hi,
                             linewidths=0.4, edgecolors="white")
-            ax.set_title(f"{title} {gene} (inside, white rims)", fontsize=8)
+            ax.set_title(title, fontsize=8)
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -234,7 +236,8 @@ class InpaintWidget(SquintDock):
                 ax.text(0.5, 0.5, "no measured cells\n(new cells)", ha="center", va="center", fontsize=7,
                         transform=ax.transAxes)
         axes[0].invert_yaxis()  # napari draws y downwards: the close-up matches the canvas (shared axis)
-        fig.colorbar(sc, ax=list(axes), shrink=0.8, label="log1p(counts per 10k)")
+        fig.colorbar(sc, ax=list(axes), shrink=0.8, label=f"{gene}, log1p(counts/10k)")
+        fig.suptitle("region: white rims; around it: measured", fontsize=7)
         self.figure.draw()
 
     def _show_metrics(self, holdout: bool) -> None:
@@ -243,12 +246,13 @@ class InpaintWidget(SquintDock):
             self.metrics_label.setText("no measured cells inside the regions: nothing to score against")
             return
         t = self.metrics_table
-        t.setRowCount(len(self.metrics))
-        t.setVerticalHeaderLabels(list(self.metrics))
-        for r, vals in enumerate(self.metrics.values()):
-            for c, key in enumerate(METRICS):
+        t.setColumnCount(len(self.metrics))
+        t.setHorizontalHeaderLabels(["baseline" if n == "neighbourhood average" else n for n in self.metrics])
+        for c, (name, vals) in enumerate(self.metrics.items()):
+            t.horizontalHeaderItem(c).setToolTip(name)
+            for r, key in enumerate(METRICS):
                 item = QTableWidgetItem(f"{vals[key]:.3f}")
-                item.setToolTip(METRICS[key][1])
+                item.setToolTip(f"{name}: {METRICS[key][1]}")
                 t.setItem(r, c, item)
         t.setVisible(True)
         note = ("model trained without these cells (honest)" if holdout else
@@ -256,4 +260,4 @@ class InpaintWidget(SquintDock):
                 "for an honest score</span>")
         n = int((~self.output.obs[K.CREATED_KEY]).sum())
         self.metrics_label.setText(f"{n:,} measured cells scored. {METRICS_HELP} "
-                                   "Hover a column title for its meaning.<br>" + note)
+                                   "Hover a metric's name for its meaning.<br>" + note)

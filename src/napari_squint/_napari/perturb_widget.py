@@ -364,7 +364,7 @@ class PerturbWidget(SquintDock):
         p = result.params
         n_pert, n_aff, n_ch = p["n_perturbed"], p["n_affected"], p["n_changed"]
         n_ch_pert = int(result.perturbed[changed].sum())
-        labels = ["perturbed", "changed token", "could change, did not", "other cells"]
+        labels = ["perturbed", "neighbour, changed token", "could change, did not", "other cells"]
         counts = [n_pert, n_ch - n_ch_pert, n_aff - n_ch - (n_pert - n_ch_pert), n - n_aff]
         self.key = Legend("perturbation", labels=labels, counts=counts,
                           colours=np.stack([PERTURBED_COLOUR, CHANGED_COLOUR, UNCHANGED_AFFECTED, DIM]))
@@ -379,7 +379,8 @@ class PerturbWidget(SquintDock):
                else f"all {n_aff:,} cells that could change (the perturbed cells and every neighbour)")
         self.summary_label.setText(
             f"{n_pert:,} {replace} cells given the profile of {proto}. {n_aff:,} cells could change token "
-            f"(perturbed or next to one); {n_ch:,} did. Transitions below: {who}, "
+            f"(perturbed or next to one); {n_ch:,} did ({n_ch_pert:,} perturbed cells, {n_ch - n_ch_pert:,} "
+            f"neighbours). Transitions below: {who}, "
             f"{p['n_changed_responders']:,} of them changed token.")
         self._draw(result)
         self.set_status("tokens before/after written to obs "
@@ -388,7 +389,8 @@ class PerturbWidget(SquintDock):
     def _draw(self, result) -> None:
         from napari_squint.plot.perturb import plot_token_proportions, plot_transitions
 
-        self.transitions_panel.set_figure(plot_transitions(result, max_tokens=15))
+        title = f"token transitions\n({result.n_changed_responders} of {result.n_responders} responders changed)"
+        self.transitions_panel.set_figure(plot_transitions(result, max_tokens=15, title=title))
         if not result.token_proportions.empty:
             self.proportions_panel.set_figure(plot_token_proportions(result, top=15))
 

@@ -106,7 +106,8 @@ class SlideModelWidget(SquintDock):
         self.codebook_spin = QSpinBox(minimum=2, maximum=512, value=mc.codebook_size)
         self.heads_spin = QSpinBox(minimum=1, maximum=4, value=mc.heads)
         form.addRow("epochs", self.epochs_spin)
-        form.addRow("codebook size", _row(self.codebook_spin, QLabel("heads"), self.heads_spin))
+        self.codebook_spin.setToolTip("codebook size: how many tokens each head can use")
+        form.addRow("codebook", _row(self.codebook_spin, QLabel("heads"), self.heads_spin))
         self.device_combo = QComboBox()
         self.device_combo.addItems(_devices())
         form.addRow("device", self.device_combo)
@@ -157,7 +158,9 @@ class SlideModelWidget(SquintDock):
             set_combo(self.counts_combo, [COUNTS_X, *a.layers.keys()], current=s.layer or COUNTS_X, keep=False)
             set_combo(self.show_combo, s.sections(), keep=True)
             src = s.source or {}
-            self.path_label.setText(str(src.get("path", "in memory")))
+            full = str(src.get("path", "in memory"))
+            self.path_label.setText(Path(full).name if src.get("path") else full)  # the name; the path on hover
+            self.path_label.setToolTip(full)
             tables = list_tables(src["path"]) if src.get("format") == "spatialdata" else []
             set_combo(self.table_combo, tables, current=src.get("table"), keep=False)
             self.table_combo.setEnabled(len(tables) > 1)

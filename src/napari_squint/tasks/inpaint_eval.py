@@ -37,7 +37,7 @@ METRICS = {
 }
 #: one line of help under the metrics table
 METRICS_HELP = ("↑ higher is better, ↓ lower is better; computed on log-normalised profiles in a PCA fitted to "
-                "measured cells outside the regions; 'neighbourhood average' is the baseline: the mean of the "
+                "measured cells outside the regions; the baseline ('neighbourhood average') is the mean of the "
                 "nearest measured cells.")
 
 
