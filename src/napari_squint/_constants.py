@@ -33,6 +33,7 @@ REGION_KEY = "squint_region"  #: obs (categorical) of an in-painting result: the
 RING_KEY = "squint_ring"  #: obs (int) of an in-painting result: infill ring (1 = next to measured cells; 0 one-shot)
 SPLIT_KEY = "cifm_split"  #: obs column written by tasks.cifm_eval.regional_split when given an AnnData
 INJECT_PREFIX = "cifm_inject"  #: prefix of the obs columns written by tasks.inject (InjectionResult.annotate)
+CIFM_INJECT_UNS = "cifm_inject"  #: uns[UNS_KEY] entry written by tasks.inject (InjectionResult.annotate)
 RESULTS_TABLE = "squint_cells"  #: SpatialData table holding the plugin's computed per-cell columns
 CELLS_LAYER_META = "squint_layer"  #: napari layer metadata key: the cells a points layer shows (section, spacing)
 

@@ -187,7 +187,7 @@ class InjectionResult:
         step = np.full(adata.n_obs, -1, dtype=np.int64)
         step[self.affected] = self.step_of
         adata.obs[f"{prefix}_step"] = step
-        adata.uns.setdefault(K.UNS_KEY, {})["cifm_inject"] = {
+        adata.uns.setdefault(K.UNS_KEY, {})[K.CIFM_INJECT_UNS] = {
             "params": self.params, "injected_coords": np.asarray(self.injected_coords).tolist(),
             "composition": {c: self.composition[c].tolist() for c in self.composition.columns},
             "cell_types": cats}
