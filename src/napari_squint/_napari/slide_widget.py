@@ -187,8 +187,9 @@ class SlideModelWidget(SquintDock):
         raster = any(layer.metadata[K.CELLS_LAYER_META].get("raster") for layer in layers)
         note = (" — drawn as image rasters (one pixel per cell) because the slide is too large for markers"
                 if raster else "")
-        self.info_label.setText(f"{s.adata.n_obs:,} cells × {s.adata.n_vars:,} genes, "
-                                f"{len(s.sections())} section(s){note}")
+        n_sec = len(s.sections())
+        self.info_label.setText(f"{s.adata.n_obs:,} cells × {s.adata.n_vars:,} genes · {n_sec} "
+                                f"section{'s' if n_sec != 1 else ''}{note}")
 
     # ------------------------------------------------------------- slide
     def _ask_open(self) -> None:
