@@ -71,12 +71,47 @@ def goal(res: dict) -> str:
     return f"Goal on X_nbr (means over seeds {res['config']['seeds']}): {text}."
 
 
+def figure(merged: dict[str, dict], path: Path) -> None:
+    """X_nbr per-gene PC, MMD and energy per dataset: SQuINT's default, CIFM and the baselines (mean ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [("neighbourhood average", "neighbourhood average"), ("ring infill", "ring average"),
+            (DEFAULT, "SQuINT (defaults)"), ("CIFM", "CIFM (defaults)")]
+    metrics = [("pc_gene", "X_nbr per-gene PC ↑"), ("mmd", "X_nbr MMD ↓"), ("energy", "X_nbr energy ↓")]
+    names = list(merged)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    w = 0.8 / len(rows)
+    for ax, (metric, title) in zip(axes, metrics):
+        for i, (key, label) in enumerate(rows):
+            m = [merged[d]["summary"]["X_nbr"].get(key, {}).get(metric, {}).get("mean", np.nan) for d in names]
+            sd = [merged[d]["summary"]["X_nbr"].get(key, {}).get(metric, {}).get("sd", np.nan) for d in names]
+            ax.bar(np.arange(len(names)) + (i - (len(rows) - 1) / 2) * w, m, w, yerr=np.nan_to_num(sd), label=label,
+                   capsize=2)
+        ax.set_xticks(range(len(names)), [f"{d}\n(n={len(merged[d]['runs'])})" for d in names], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_title(title)
+        if metric != "pc_gene":
+            ax.set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(rows), fontsize=9, frameon=False)
+    fig.suptitle("Table 2 protocol, settings chosen on MERFISH Animal 1, unchanged (mean ± sd over seeds n)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
+    merged = {}
     for ds in sorted(p for p in ROOT.iterdir() if p.is_dir()):
         parts = [json.loads(f.read_text()) for f in sorted(ds.glob("seeds*/impute_patches.json"))]
         if not parts:
             continue
         res = merge_results(parts)
+        merged[ds.name] = res
         (ds / "impute_patches_merged.json").write_text(json.dumps(res, indent=1))
         cfg = res["config"]
         secs = sum(sum(r["seconds"].get("seed total", 0) for r in p["runs"]) for p in parts)
@@ -86,6 +121,27 @@ def main() -> int:
               f"{secs:.0f} s of runs (contended cores).\n")
         print("\n".join(table(res)))
         print(f"\n{goal(res)}\n")
+    if merged:
+        print("### The goal, per dataset (X_nbr, means over seeds)\n")
+        print("| dataset | seeds | SQuINT PC vs nbr avg | SQuINT MMD vs nbr avg | SQuINT energy vs nbr avg | "
+              "SQuINT PC vs ring avg | CIFM PC vs nbr avg | CIFM MMD / nbr avg MMD |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, res in merged.items():
+            n = res["summary"]["X_nbr"]
+            d, a, r, c = n[DEFAULT], n[NAVG], n[RING], n.get("CIFM")
+
+            def cmp(x, y, metric, higher, digits=3):
+                ok = x[metric]["mean"] > y[metric]["mean"] if higher else x[metric]["mean"] < y[metric]["mean"]
+                txt = f"{x[metric]['mean']:.{digits}f} vs {y[metric]['mean']:.{digits}f}"
+                return f"**{txt}**" if ok else f"{txt} (loses)"
+
+            cifm = ("–", "–") if c is None else (cmp(c, a, "pc_gene", True),
+                                                 f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x")
+            print(f"| {name} | {len(res['runs'])} | {cmp(d, a, 'pc_gene', True)} | {cmp(d, a, 'mmd', False, 4)} | "
+                  f"{cmp(d, a, 'energy', False)} | {cmp(d, r, 'pc_gene', True)} | {cifm[0]} | {cifm[1]} |")
+        print()
+        figure(merged, ROOT / "summary.png")
+        print("![X_nbr per dataset](summary.png)\n")
     return 0
 
 
