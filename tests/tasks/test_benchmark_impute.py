@@ -125,3 +125,19 @@ def test_merge_results_over_seeds(results):
         merge_results([one, one])
     with pytest.raises(ValueError, match="differ"):
         merge_results([one, dict(two, config=dict(two["config"], section="elsewhere"))])
+
+
+def test_any_keys_and_units_give_the_same_protocol(small_tissue):
+    """Other section/spatial keys and coordinates in other units (x1000, shifted): same sites, same baseline scores."""
+    a = small_tissue.copy()
+    b = small_tissue.copy()
+    b.obs["slice"] = b.obs.pop("section")
+    b.obsm["xy_px"] = np.asarray(b.obsm.pop("spatial"), dtype=np.float64) * 1000.0 + 5e4
+    kw = dict(seeds=(3,), variants={}, sampled=False, guided=False)
+    ra = benchmark_impute(a, section="section_1", **kw)
+    rb = benchmark_impute(b, section="section_1", section_key="slice", spatial_key="xy_px", **kw)
+    assert ra["runs"][0]["n_test"] == rb["runs"][0]["n_test"]
+    for target in ("X", "X_nbr"):
+        for method in ("mean profile", "neighbourhood average", "ring infill"):
+            for metric, value in ra["runs"][0]["scores"][target][method].items():
+                assert rb["runs"][0]["scores"][target][method][metric] == pytest.approx(value, rel=1e-6, abs=1e-9)
