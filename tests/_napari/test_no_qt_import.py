@@ -34,3 +34,13 @@ def test_widgets_do_not_import_torch():
 def test_cli_imports_no_gui():
     mods = _loaded("from napari_squint.cli.main import build_parser\nbuild_parser().parse_args(['view', 'x.h5ad'])")
     assert not [m for m in mods if m.split(".")[0] in GUI]
+
+
+def test_building_the_docks_and_choosing_a_model_import_no_torch():
+    """Importing torch holds the GIL for about a second: never on the GUI thread before training starts."""
+    mods = _loaded("import os\nos.environ['QT_QPA_PLATFORM'] = 'offscreen'\nimport napari\n"
+                   "v = napari.Viewer(show=False)\n"
+                   "from napari_squint._napari.launch import add_docks\n"
+                   "d = add_docks(v)\nd['Slide & model'].model_combo.setCurrentText('CIFM')\n"
+                   "assert d['Slide & model'].options()['epochs'] == 20\nv.close()")
+    assert "torch" not in mods

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import numpy as np
@@ -24,6 +25,10 @@ from napari_squint._napari.hooks import attach, guard_window, main_window_of, re
 from napari_squint._napari.layers import apply_colours, cell_layer_data, cell_layers
 from napari_squint._napari.session import CELLS_META
 from napari_squint._napari.workers import Job, ProgressTracker
+
+
+#: seconds between two redraws of a dock's progress during training steps
+PROGRESS_INTERVAL = 0.25
 
 
 class SquintDock(QWidget):
@@ -233,8 +238,15 @@ class SquintDock(QWidget):
             if on_cancel is not None:
                 on_cancel()
 
+        shown = [0.0]
+
         def event(ev):
-            self._show_progress(*self._tracker.update(ev))
+            state = self._tracker.update(ev)
+            now = time.perf_counter()
+            # a step every few ms would repaint (and re-layout) the dock as often: at most 4 times a second
+            if getattr(ev, "stage", "") != "step" or now - shown[0] >= PROGRESS_INTERVAL:
+                shown[0] = now
+                self._show_progress(*state)
             if on_event is not None:
                 on_event(ev)
 

@@ -136,17 +136,23 @@ class SlideModelWidget(SquintDock):
 
     def model_choice(self) -> type:
         """The model class the form trains (:class:`~napari_squint.api.squint.Squint` or
-        :class:`~napari_squint.api.cifm.Cifm`)."""
+        :class:`~napari_squint.api.cifm.Cifm`). Imports the engine (torch): call it on a worker thread."""
         from napari_squint.api.load import model_classes
 
         return {cls.label: cls for cls in model_classes().values()}[self.model_combo.currentText()]
 
+    def model_config(self) -> type:
+        """The config class of the chosen model, without importing the engine (torch) on the GUI thread."""
+        import napari_squint.config as C
+
+        return {"SQuINT": C.SquintConfig, "CIFM": C.CifmConfig}[self.model_combo.currentText()]
+
     def _model_choice_changed(self, *_) -> None:
-        cls = self.model_choice()
-        codebook = "codebook_size" in cls.config_class.option_names()
+        config = self.model_config()
+        codebook = "codebook_size" in config.option_names()
         self.codebook_spin.setEnabled(codebook)
         self.heads_spin.setEnabled(codebook)
-        self.epochs_spin.setValue(cls.default_epochs())  # one default per model, as in the API and the CLI
+        self.epochs_spin.setValue(config().epochs)  # one default per model, as in the API and the CLI
 
     # ----------------------------------------------------------- session
     def refresh(self, what: str) -> None:
@@ -271,7 +277,7 @@ class SlideModelWidget(SquintDock):
         The codebook options are SQuINT's only: a CIFM model gets ``epochs`` and ``device``.
         """
         opts = {"epochs": self.epochs_spin.value(), "device": self.device_combo.currentText()}
-        if "codebook_size" in self.model_choice().config_class.option_names():
+        if "codebook_size" in self.model_config().option_names():
             opts.update(codebook_size=self.codebook_spin.value(), heads=self.heads_spin.value())
         return opts
 
@@ -296,14 +302,14 @@ class SlideModelWidget(SquintDock):
         settings = self._read_settings()
         opts = {**self.session.train_options, **overrides}
         adata = self.session.adata
-        cls = self.model_choice()
-        label = cls.label
+        label = self.model_combo.currentText()
+        choose = self.model_choice  # resolved on the worker: importing the engine (torch) would stall the GUI
 
         def work():
             from napari_squint.train.events import ProgressEvent
 
             yield ProgressEvent("prepare", message="building the cell graph")
-            model = cls(adata, **settings, **opts)
+            model = choose()(adata, **settings, **opts)
             from napari_squint.train.threads import training_threads
 
             # the engine's thread policy, opened on this worker thread (torch's thread count is per thread)
