@@ -62,3 +62,15 @@ def test_enrichment_with_no_enriched_token_reports_it(activation_widget):
         assert "enriched" in str(w.last_error)
     else:
         assert K.ACTIVATION_KEY in w.session.adata.obs
+
+
+def test_activation_exports_its_colour_bar_and_top_tokens(activation_widget, tmp_path):
+    import pandas as pd
+
+    w = activation_widget
+    w.condition_combo.setCurrentText("condition")
+    w.compute()
+    assert w.last_error is None, w.last_error
+    assert w.colourbar.save_figure(tmp_path / "a.svg", w).read_text().lstrip().startswith("<?xml")
+    table = pd.read_csv(w.colourbar.save_table(tmp_path / "a.csv", w))
+    assert list(table["token"].astype(str)) == [str(t) for t in w.result.top_tokens]

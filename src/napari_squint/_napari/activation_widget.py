@@ -59,8 +59,18 @@ class ActivationWidget(SquintDock):
         form.addRow(self.tokens_label)
         self.colourbar = FigurePanel(width=3.6, height=0.9)
         form.addRow(self.colourbar)
+        form.addRow(self.colourbar.export_row(self, "activation", table=self._table))
         self.result = None
         self.finish_layout()
+
+    def _table(self):
+        """The group's top tokens: frequency in the group and elsewhere, log2 odds ratio (CSV export)."""
+        r = self.result
+        if r is None:
+            return None
+        enr = r.enrichment.loc[list(r.top_tokens)].copy()
+        enr.insert(0, "token", enr.index.astype(str))
+        return enr.reset_index(drop=True)
 
     def refresh(self, what: str) -> None:
         s = self.session
