@@ -100,6 +100,12 @@ def main(argv=None) -> int:
         docks[name] = viewer.window.add_plugin_dock_widget("napari-squint", name)[1]
         settle(app, 1)
     slide = docks["Slide & model"]
+    from qtpy.QtCore import Qt
+
+    from napari_squint._napari.hooks import main_window_of
+
+    settle(app, 2)  # the docks join one tab group; then widen it as a user drags its edge
+    main_window_of(slide).resizeDocks([slide.dock_widget()], [560], Qt.Orientation.Horizontal)
     slide.bring_forward()
     slide.open_slide(data)
     first = cell_layers(viewer)[0].metadata[CELLS_META]
@@ -133,7 +139,9 @@ def main(argv=None) -> int:
     tokens.n_tokens_spin.setValue(14)
     tokens.rank_combo.setCurrentText("highest programme expression")
     tokens.dot_plot()
-    tokens.scroll.ensureWidgetVisible(tokens.dotplot)
+    settle(app, 2)
+    bar = tokens.scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())  # the dot plot is the last panel: show it whole
     save(viewer, app, "tokens_dotplot")
 
     # 4. In-paint: a square in the first section, imputed; Gad1 on every cell, imputed inside
