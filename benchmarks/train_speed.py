@@ -5,6 +5,7 @@ One command produces every figure of the training section of docs/benchmarks.md:
 
     .venv/bin/python benchmarks/train_speed.py --out .bench/train_speed.json            # everything, 30 epochs
     .venv/bin/python benchmarks/train_speed.py --epochs 3 --no-novae --out /tmp/t.json  # a quick look
+    .venv/bin/python benchmarks/train_speed.py --cases wide --load --no-novae            # any case, loaded
 
 Cases, each in its own subprocess (so peak RSS is per case), one after the other:
 
@@ -143,8 +144,8 @@ PROFILE_GROUPS = [
     ("matrix products (linear layers)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::einsum")),
     ("GELU / LayerNorm", ("gelu", "layer_norm")),
     ("gathers / scatters (halo rows, SAGE, edges)", ("index", "scatter", "gather", "embedding")),
-    ("optimiser (fused AdamW, clipping)", ("adam", "Optimizer", "norm", "_foreach")),
     ("random numbers (mask noise)", ("normal_", "randn", "uniform")),
+    ("optimiser (AdamW, clipping)", ("adam", "Optimizer", "vector_norm", "_foreach", "lerp", "addcmul", "addcdiv")),
 ]
 
 
@@ -228,6 +229,8 @@ def main() -> None:
     p.add_argument("--wide-cells", type=int, default=50_000)
     p.add_argument("--synthetic-cells", type=int, default=1_000_000, help="cells of the 'synthetic' case (500 genes)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (benchmarks/gpu_check.sh uses cuda)")
+    p.add_argument("--load", action="store_true",
+                   help="run every case of --cases beside one busy process (merfish_load is merfish with --load)")
     p.add_argument("--no-novae", action="store_true")
     p.add_argument("--setup-novae", action="store_true", help="run benchmarks/novae_setup.sh when the venv is missing")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -262,7 +265,7 @@ def main() -> None:
             args += ["--threads", a.threads]
         before = load_now()
         busy = None
-        if case == "merfish_load":  # one busy single-threaded process beside the run
+        if case == "merfish_load" or a.load:  # one busy single-threaded process beside the run
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             time.sleep(1.0)
         try:
