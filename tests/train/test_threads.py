@@ -84,3 +84,13 @@ def test_loop_follows_the_callers_policy(tissue):
 def test_other_load_is_a_count():
     assert T.other_load() >= 0
     assert T.usable_cores() >= 1
+
+
+def test_other_load_scales_to_this_process_share_of_the_machine(monkeypatch):
+    monkeypatch.setattr(T, "_system_running", lambda: 41)
+    monkeypatch.setattr(T, "_own_running", lambda: 1)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(T, "usable_cores", lambda: 2)
+    assert T.other_load() == 40 * 2 / 64
+    monkeypatch.setattr(T, "usable_cores", lambda: 64)
+    assert T.other_load() == 40

@@ -11,7 +11,8 @@ The policy:
 * **usable cores**: the CPUs this process may run on (``os.sched_getaffinity``), capped by a cgroup CPU quota
   (``/sys/fs/cgroup/cpu.max``) when there is one;
 * **other load**: how many threads of *other* processes want a CPU, sampled from the kernel's run queue
-  (``/proc/loadavg``'s running count minus this process's own running threads), averaged over the samples;
+  (``/proc/loadavg``'s running count minus this process's own running threads, scaled by the share of the
+  machine's CPUs this process may use), averaged over the samples;
 * **intra-op threads** = usable cores - other load (rounded) - ``reserve`` (cores kept for this process's
   other threads, e.g. a GUI), at least 1; inter-op threads 1 (training has no parallel branches to run);
 * **prefetch thread** only when a core is left over for it after the intra-op threads, or on a GPU (whose CPU
@@ -107,11 +108,15 @@ def _system_running() -> int | None:
 
 
 def other_load() -> float:
-    """One sample of how many threads of other processes are runnable (0 where /proc is unavailable)."""
+    """One sample of how many threads of other processes compete for this process's cores (0 where /proc is
+    unavailable): runnable threads of other processes, scaled by the share of the machine's CPUs this process may
+    use (``/proc/loadavg`` counts the whole machine; in a container pinned to 2 of 64 CPUs, 40 runnable threads
+    elsewhere are about 1 here)."""
     total = _system_running()
     if total is None:
         return 0.0
-    return float(max(0, total - _own_running()))
+    share = min(1.0, usable_cores() / max(1, os.cpu_count() or 1))
+    return float(max(0, total - _own_running())) * share
 
 
 class LoadMonitor:
