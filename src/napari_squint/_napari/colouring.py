@@ -68,7 +68,7 @@ class Legend:
             return f"colour: {self.title} ({len(self.labels)} categories; legend in the dock)"
         lo, hi = self.limits
         unit = f" {self.unit}" if self.unit else ""
-        return f"colour: {self.title}{unit} {lo:.3g} (dark) to {hi:.3g} (bright){self.note}"
+        return f"colour: {self.title}{unit} {lo:.3g}–{hi:.3g}{self.note}"
 
     def table(self) -> pd.DataFrame:
         """The legend as a table (for CSV export)."""
