@@ -152,7 +152,7 @@ def colour_by(session, choice: str, *, gene: str | None = None) -> tuple[np.ndar
         values, imp = gene_values(a, gene, layer=session.layer, imputed=session.results.get("impute"))
         hi = float(np.nanmax(values)) if values.size else 1.0
         rgba, lim = colour_continuous(values, cmap=CMAP, vmin=0.0, vmax=max(hi, 1e-6))
-        note = f"; {int(imp.sum()):,} imputed (in polygons), rest measured" if imp.any() else ""
+        note = f"; {int(imp.sum()):,} imputed (in polygons)" if imp.any() else ""
         return rgba, Legend(gene, limits=lim, unit=GENE_UNIT, note=note), values
     if choice == TOKEN:
         col = a.obs[K.TOKEN_KEY]
