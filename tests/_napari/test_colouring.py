@@ -112,3 +112,12 @@ def test_sections_are_titled_on_the_canvas(slide_widget):
     titles = [lyr for lyr in slide_widget.viewer.layers if lyr.name == "section titles"]
     assert len(titles) == 1
     assert sorted(titles[0].features["section"]) == sorted(slide_widget.session.sections())
+
+
+def test_one_at_a_time_titles_the_shown_section(slide_widget):
+    w = slide_widget
+    w.layout_combo.setCurrentText("one at a time")
+    second = w.session.sections()[1]
+    w.show_combo.setCurrentText(second)
+    titles = [lyr for lyr in w.viewer.layers if lyr.name == "section titles"]
+    assert len(titles) == 1 and list(titles[0].features["section"]) == [second]

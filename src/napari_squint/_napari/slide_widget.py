@@ -256,8 +256,16 @@ class SlideModelWidget(SquintDock):
     def _show_section(self, name: str) -> None:
         if self.session.layout != "single":
             return
-        for layer in self.cell_layers():
+        layers = self.cell_layers()
+        for layer in layers:
             layer.visible = layer.metadata[K.CELLS_LAYER_META]["section"] == name
+        from napari_squint._napari.dock import TITLES_META, remove_layers, section_titles
+
+        remove_layers(self.viewer, [lyr for lyr in self.viewer.layers if TITLES_META in lyr.metadata])
+        titles = section_titles(layers)  # the shown section's name only
+        if titles is not None:
+            self.viewer.add_layer(titles)
+            self.viewer.layers.selection.active = next(lyr for lyr in layers if lyr.visible)
 
     def show_cells(self) -> list:
         """(Re)draw the slide's cells with the chosen layout."""
