@@ -161,8 +161,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> TrainConfig:
-        check_options("SQuINT", self, pos_int=("batch_size", "kmeans_cells"),
-                      nonneg_int=("epochs", "code_head_epochs", "seed", "prefetch"),
+        check_options("SQuINT", self, pos_int=("epochs", "batch_size", "kmeans_cells"),
+                      nonneg_int=("code_head_epochs", "seed", "prefetch"),
                       pos_float=("lr", "theta_lr_scale"),
                       nonneg_float=("weight_decay", "mask_noise", "masked_weight", "lambda_x", "lambda_cell",
                                     "lambda_a", "lambda_e", "lambda_m"),
@@ -278,8 +278,8 @@ class CifmConfig:
     def validate(self) -> CifmConfig:
         """Check every value; raises ``ValueError`` naming the option."""
         check_options("CIFM", self, pos_int=("k", "max_degree", "tile_cells", "hidden", "latent", "layers",
-                                             "batch_size", "infer_cells"),
-                      nonneg_int=("epochs", "seed"), optional_pos_int=("max_neighbours", "num_threads"),
+                                             "batch_size", "infer_cells", "epochs"),
+                      nonneg_int=("seed",), optional_pos_int=("max_neighbours", "num_threads"),
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
                       unit=("lr_min_frac",), nonneg_float=("weight_decay", "grad_clip"),
