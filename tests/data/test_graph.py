@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from napari_squint.data.graph import (edge_index_from_padded, knn, knn_graph, median_nn_distance,
@@ -51,3 +52,19 @@ def test_median_nn_distance_unit_free():
     xy = _grid()
     assert median_nn_distance(xy) == 1.0
     assert median_nn_distance(xy * 250.0) == 250.0
+
+
+def test_nearest_sources_stay_in_the_section_and_skip_non_sources():
+    from napari_squint.data.graph import nearest_sources
+    from napari_squint.data.validate import SlideError
+
+    # two sections on top of each other; cell 1 is not a source
+    coords = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [3.0, 0.0], [0.05, 0.0], [0.2, 0.0]])
+    section = np.array(["a", "a", "a", "a", "b", "b"])
+    source = np.array([True, False, True, True, False, True])
+    got = {tuple(section[queries[pos]].tolist()): nn for queries in [np.array([1, 4])]
+           for pos, nn in nearest_sources(coords, source, queries, 2, section=section)}
+    assert got[("a",)].tolist() == [[0, 2]]  # nearest sources of cell 1 in section a, never itself
+    assert got[("b",)].tolist() == [[5]]  # section b has one source: fewer than k columns
+    with pytest.raises(SlideError, match="section 'b' holds test cells but no observed cell"):
+        list(nearest_sources(coords, source & (section == "a"), np.array([4]), 2, section=section))

@@ -129,3 +129,44 @@ def neighbourhood_sum(X: sp.spmatrix, nbr: np.ndarray) -> sp.csr_matrix:
     out = (a @ sp.csr_matrix(X, dtype=np.float32)).tocsr()
     out.sort_indices()
     return out
+
+
+def nearest_sources(coords: np.ndarray, source_mask: np.ndarray, queries: np.ndarray, k: int, *, section=None):
+    """The ``k`` nearest source cells of each query cell, searched within its own section.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` coordinates of all cells (any unit).
+    source_mask
+        ``(n,)`` bool, the cells that may be returned (e.g. observed cells).
+    queries
+        ``(m,)`` indices of the cells whose neighbours are wanted.
+    k
+        Neighbours per query; fewer where a section has fewer source cells.
+    section
+        ``(n,)`` section labels, or None for one section.
+
+    Yields
+    ------
+    (pos, nn)
+        Per section: ``pos`` indexes ``queries``; ``nn`` ``(len(pos), min(k, sources))`` cell indices, nearest first.
+
+    Raises
+    ------
+    SlideError
+        A section holds query cells but no source cell.
+    """
+    from napari_squint.data.validate import SlideError
+
+    source = np.asarray(source_mask, dtype=bool)
+    queries = np.asarray(queries, dtype=np.int64)
+    labels = np.zeros(coords.shape[0], dtype=np.int64) if section is None else np.asarray(section)
+    for s in np.unique(labels[queries]):
+        pos = np.flatnonzero(labels[queries] == s)
+        src = np.flatnonzero(source & (labels == s))
+        if src.size == 0:
+            raise SlideError(f"section {s!r} holds test cells but no observed cell")
+        kk = min(k, src.size)
+        _, nn = cKDTree(coords[src]).query(coords[queries[pos]], k=kk)
+        yield pos, src[np.asarray(nn).reshape(pos.size, kk)]

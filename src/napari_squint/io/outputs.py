@@ -164,7 +164,8 @@ def check_output(out: str | Path, *, inputs: Iterable[str | Path | None] = (), o
     return out
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it (``os.umask`` would, for every thread)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -203,7 +204,7 @@ def _publish_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -225,7 +226,7 @@ def atomic_path(path: str | Path, *, record: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -270,7 +271,7 @@ def output_folder(out: str | Path, *, inputs: Iterable[str | Path | None] = (), 
     try:
         yield tmp
         _mark(tmp, command)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -323,7 +324,7 @@ class OutputFiles:
         done = []
         try:
             for tmp, path in self._staged:
-                os.chmod(tmp, 0o666 & ~_umask())
+                os.chmod(tmp, 0o666 & ~current_umask())
                 os.replace(tmp, path)
                 done.append(path)
         except BaseException:

@@ -15,25 +15,14 @@ import pandas as pd
 from anndata import AnnData
 
 from napari_squint import _constants as K
-
-
-def _umask() -> int:
-    """The process's file-creation mask, read without changing it (``os.umask`` would, for every thread)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
+from napari_squint.io.outputs import current_umask
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
     """Give a finished temporary file the permissions a plain ``open(path, "w")`` would, then rename it onto
     ``path``. (``tempfile.mkstemp`` creates files readable by their owner only.)"""
     if Path(tmp).is_file():
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, path)
 
 
@@ -105,12 +94,17 @@ def write_spatialdata(sdata, path: str | Path, *, overwrite: bool = False, input
     The same rules as :func:`write_h5ad`: an existing store is replaced only with ``overwrite=True`` and only
     when this package wrote it (its ``.squint-output.json`` marker).
     """
+    import anndata as ad
+
     from napari_squint.io.outputs import output_folder
 
     path = Path(path)
     with output_folder(path, inputs=inputs, overwrite=overwrite, command="write_spatialdata") as tmp:
         target = tmp / path.name
-        sdata.write(target)
+        # anndata warns for every array it writes to zarr v3 unless the sharding choice is explicit: no sharding
+        # (today's layout, readable by every version)
+        with ad.settings.override(auto_shard_zarr_v3=False):
+            sdata.write(target)
         for child in target.iterdir():  # the store's content becomes the staging folder's
             os.replace(child, tmp / child.name)
         target.rmdir()

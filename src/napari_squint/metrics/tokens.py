@@ -79,22 +79,13 @@ def neighbour_token_ranking(coords, tokens, observed_mask, test_idx, *, k: int =
     (m, top) int64 tokens ranked by votes, ties broken by the nearer cell;
     ``-1`` pads rows with fewer distinct tokens than ``top``.
     """
-    from scipy.spatial import cKDTree
+    from napari_squint.data.graph import nearest_sources
 
     coords = np.asarray(coords, dtype=np.float64)
     tokens = np.asarray(tokens).astype(np.int64)
-    observed = np.asarray(observed_mask, dtype=bool)
     test_idx = np.asarray(test_idx, dtype=np.int64)
-    labels = np.zeros(coords.shape[0], dtype=np.int64) if section is None else np.asarray(section)
     out = np.full((test_idx.size, top), -1, dtype=np.int64)
-    for s in np.unique(labels[test_idx]):
-        pos = np.flatnonzero(labels[test_idx] == s)
-        src = np.flatnonzero(observed & (labels == s))
-        if src.size == 0:
-            raise ValueError(f"section {s!r} holds test cells but no observed cell")
-        kk = min(k, src.size)
-        _, nn = cKDTree(coords[src]).query(coords[test_idx[pos]], k=kk)
-        nn = src[np.asarray(nn).reshape(pos.size, kk)]
+    for pos, nn in nearest_sources(coords, observed_mask, test_idx, k, section=section):
         for row, members in zip(pos, tokens[nn]):
             uniq, first, votes = np.unique(members, return_index=True, return_counts=True)
             order = np.lexsort((first, -votes))[:top]  # most votes first, then the nearest occurrence

@@ -115,8 +115,8 @@ def guided_average(coords, counts, observed, test, imputed, *, section=None, can
     (n_test, n_genes) float64 estimated counts.
     """
     import scipy.sparse as sp
-    from scipy.spatial import cKDTree
 
+    from napari_squint.data.graph import nearest_sources
     from napari_squint.metrics import log_normalise
 
     coords = np.asarray(coords, dtype=np.float64)
@@ -124,16 +124,9 @@ def guided_average(coords, counts, observed, test, imputed, *, section=None, can
     pred = log_normalise(imputed)
     pred = pred - pred.mean(1, keepdims=True)
     pred /= np.linalg.norm(pred, axis=1, keepdims=True) + 1e-12
-    labels = np.zeros(coords.shape[0], dtype=object) if section is None else np.asarray(section)
     out = np.zeros((test.size, counts.shape[1]))
-    for s in np.unique(labels[test]):
-        pos = np.flatnonzero(labels[test] == s)
-        src = np.flatnonzero(observed & (labels == s))
-        if src.size == 0:
-            raise SlideError(f"section {s!r} holds test cells but no observed cell")
-        nc = min(candidates, src.size)
-        _, cand = cKDTree(coords[src]).query(coords[test[pos]], k=nc)
-        cand = src[np.asarray(cand).reshape(pos.size, nc)]
+    for pos, cand in nearest_sources(coords, observed, test, candidates, section=section):
+        nc = cand.shape[1]
         uniq, inv = np.unique(cand, return_inverse=True)
         lx = log_normalise(counts[uniq])
         lx = lx - lx.mean(1, keepdims=True)

@@ -167,7 +167,7 @@ def run_demo(out: str | Path, *, adata=None, synthetic: bool = False, section_ke
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     (out / "report.md").write_text(_report(summary, model, table_md, cell_type_key) + "\n")
-    yield ProgressEvent("done", message=f"report written to {out}/report.md")
+    yield ProgressEvent("done", message="report written (report.md)")
     return summary
 
 
