@@ -166,7 +166,8 @@ def nearest_sources(coords: np.ndarray, source_mask: np.ndarray, queries: np.nda
         pos = np.flatnonzero(labels[queries] == s)
         src = np.flatnonzero(source & (labels == s))
         if src.size == 0:
-            raise SlideError(f"section {s!r} holds test cells but no observed cell")
+            name = s.item() if isinstance(s, np.generic) else s
+            raise SlideError(f"section {name!r} holds test cells but no observed cell")
         kk = min(k, src.size)
         _, nn = cKDTree(coords[src]).query(coords[queries[pos]], k=kk)
         yield pos, src[np.asarray(nn).reshape(pos.size, kk)]
