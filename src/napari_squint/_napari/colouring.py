@@ -2,7 +2,7 @@
 
 :func:`colour_by` turns a choice into per-cell colours and a :class:`Legend`
 (categories with their colours and counts, or a colour map with its limits)
-that the docks draw beside the canvas and summarise on it. A gene is shown on
+that the docks draw on the canvas and in the Slide & model dock. A gene is shown on
 the scale the metrics use, log1p(counts per 10,000); after an in-painting run
 the cells inside the polygons show the *imputed* value and every other cell its
 measured value, on one shared scale (:func:`gene_values`).
@@ -65,10 +65,19 @@ class Legend:
     def caption(self) -> str:
         """One line for the canvas."""
         if self.categorical:
-            return f"colour: {self.title} ({len(self.labels)} categories; legend in the dock)"
+            return f"colour: {self.title} ({len(self.labels)} categories)"
         lo, hi = self.limits
         unit = f" {self.unit}" if self.unit else ""
         return f"colour: {self.title}{unit} {lo:.3g}–{hi:.3g}{self.note}"
+
+    def lines(self, *, max_items: int = MAX_LEGEND) -> list[str]:
+        """The legend as text, one entry a line: "name (cells)" per category, or title, min and max."""
+        if self.categorical:
+            n = min(len(self.labels), max_items)
+            out = [f"{self.labels[i]} ({self.counts[i]:,})" for i in range(n)]
+            return [self.title, *out] + ([f"… {len(self.labels) - n} more"] if len(self.labels) > n else [])
+        lo, hi = self.limits
+        return [self.title + (f" [{self.unit}]" if self.unit else ""), f"min {lo:.3g}", f"max {hi:.3g}"]
 
     def table(self) -> pd.DataFrame:
         """The legend as a table (for CSV export)."""
@@ -205,19 +214,27 @@ def hover_features(session, cells: np.ndarray, *, value_name: str | None = None,
     return pd.DataFrame(out)
 
 
-def draw_legend(fig, legend: Legend, *, max_items: int = MAX_LEGEND) -> None:
-    """Draw ``legend`` into a matplotlib figure: coloured squares and counts, or a colour bar."""
+def draw_legend(fig, legend: Legend, *, max_items: int = MAX_LEGEND, fg: str = "black") -> None:
+    """Draw ``legend`` into a matplotlib figure: coloured squares, names and counts, or a colour bar.
+
+    ``fg`` is the colour of the text (``"white"`` for the legend on napari's dark canvas).
+    """
     import matplotlib as mpl
 
+    muted = "0.4" if mpl.colors.to_rgb(fg)[0] < 0.5 else "0.75"
     fig.clear()
     fig.set_layout_engine("none")  # axes placed by hand
     if not legend.categorical:
-        ax = fig.add_axes((0.06, 0.55, 0.88, 0.2))
+        ax = fig.add_axes((0.07, 0.5, 0.86, 0.2))
         lo, hi = legend.limits
-        fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(lo, hi), cmap=legend.cmap), cax=ax,
-                     orientation="horizontal")
-        ax.tick_params(labelsize=7)
-        ax.set_title(f"{legend.title}" + (f"  [{legend.unit}]" if legend.unit else ""), fontsize=8)
+        bar = fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(lo, hi), cmap=legend.cmap), cax=ax,
+                           orientation="horizontal")
+        bar.set_ticks([lo, (lo + hi) / 2, hi], labels=[f"{v:.3g}" for v in (lo, (lo + hi) / 2, hi)])
+        bar.outline.set_edgecolor(fg)
+        ax.tick_params(labelsize=7, colors=fg)
+        ax.set_title(f"{legend.title}" + (f"  [{legend.unit}]" if legend.unit else ""), fontsize=8, color=fg)
+        if legend.note:
+            fig.text(0.07, 0.04, legend.note.lstrip("; "), fontsize=7, color=muted, va="bottom")
         return
     n = min(len(legend.labels), max_items)
     ncol = 1 if n <= 12 else 2
@@ -225,17 +242,24 @@ def draw_legend(fig, legend: Legend, *, max_items: int = MAX_LEGEND) -> None:
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
     ax.set_xlim(0, ncol)
-    ax.set_ylim(rows + 0.8, -0.2)
-    ax.text(0.02, -0.05, legend.title, fontsize=8, fontweight="bold", va="top")
+    more = len(legend.labels) - n
+    ax.set_ylim(rows + 0.8 + (1 if more > 0 else 0), -0.2)
+    inch = ncol / fig.get_figwidth()  # one inch in column units: swatches keep their size at any width
+    ax.text(0.05 * inch, -0.05, legend.title, fontsize=8, fontweight="bold", va="top", color=fg)
     for i in range(n):
         c, r = divmod(i, rows)
-        ax.add_patch(mpl.patches.Rectangle((c + 0.02, r + 0.75), 0.06, 0.6, color=legend.colours[i]))
-        label = str(legend.labels[i])
-        label = label if len(label) <= 26 else label[:25] + "…"
-        ax.text(c + 0.1, r + 1.05, f"{label} ({legend.counts[i]:,})", fontsize=7, va="center")
-    if len(legend.labels) > n:
-        ax.text(0.02, rows + 0.75, f"… {len(legend.labels) - n} more (see the CSV export)", fontsize=7,
-                va="center", color="0.4")
+        ax.add_patch(mpl.patches.Rectangle((c + 0.05 * inch, r + 0.75), 0.11 * inch, 0.6, color=legend.colours[i]))
+        ax.text(c + 0.22 * inch, r + 1.05, f"{short_label(legend.labels[i])} ({legend.counts[i]:,})", fontsize=7,
+                va="center", color=fg)
+    if more > 0:
+        ax.text(0.05 * inch, rows + 1.05, f"… {more} more (see the CSV export)", fontsize=7, va="center",
+                color=muted)
+
+
+def short_label(label, *, most: int = 26) -> str:
+    """A category's name as a legend writes it (cut to ``most`` characters)."""
+    label = str(label)
+    return label if len(label) <= most else label[:most - 1] + "…"
 
 
 def legend_height(legend: Legend, *, max_items: int = MAX_LEGEND) -> float:
@@ -243,5 +267,5 @@ def legend_height(legend: Legend, *, max_items: int = MAX_LEGEND) -> float:
     if not legend.categorical:
         return 0.9
     n = min(len(legend.labels), max_items)
-    rows = int(np.ceil(n / (1 if n <= 12 else 2)))
+    rows = int(np.ceil(n / (1 if n <= 12 else 2))) + (1 if len(legend.labels) > n else 0)  # "… N more"
     return 0.35 + 0.17 * (rows + 1)

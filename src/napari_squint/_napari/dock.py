@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_squint._napari.canvas_legend import install_canvas_legend, show_caption
 from napari_squint._napari.hooks import attach, guard_window, main_window_of, real_viewer
 from napari_squint._napari.layers import apply_colours, cell_layer_data, cell_layers
 from napari_squint._napari.session import CELLS_META
@@ -139,6 +140,7 @@ class SquintDock(QWidget):
         if window is None:
             return
         guard_window(self.session, window)
+        install_canvas_legend(self.session, self.viewer, window)
         if not self._tab_pending:  # after napari has finished adding the dock (it may resize the area)
             self._tab_pending = True
             QTimer.singleShot(0, self._tabify)
@@ -292,7 +294,7 @@ class SquintDock(QWidget):
         """Colour every cell of the slide; kept for re-layouts.
 
         ``legend`` (:class:`~napari_squint._napari.colouring.Legend`) is
-        summarised on the canvas and drawn by the Slide & model dock; ``values``
+        drawn on the canvas (top right, with a caption bottom left) and in the Slide & model dock; ``values``
         (n,) are shown, with the cell's token, type and section, on hover.
         """
         s = self.session
@@ -318,19 +320,6 @@ def set_hover(layers, session) -> None:
             continue
         cells = layer.metadata[CELLS_META]["cells"]
         layer.features = hover_features(session, cells, value_name=name, values=session.colour_values)
-
-
-def show_caption(viewer, legend) -> None:
-    """One line on the canvas saying what the colours are (napari's text overlay)."""
-    overlay = viewer.text_overlay
-    if legend is None:
-        overlay.visible = False
-        return
-    overlay.text = legend.caption()
-    overlay.font_size = 10
-    overlay.color = "white"
-    overlay.position = "bottom_left"
-    overlay.visible = True
 
 
 def _unelide_tabs(window) -> None:
