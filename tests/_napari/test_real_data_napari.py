@@ -12,7 +12,7 @@ from napari_squint._napari.layers import cell_layers
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_merfish_end_to_end(viewer, merfish_path, tiny, tmp_path):
+def test_merfish_end_to_end(merfish_path, viewer, tiny, tmp_path):
     docks = add_docks(viewer)
     slide = docks["Slide & model"]
     slide.open_slide(merfish_path)

@@ -216,7 +216,7 @@ def test_reader_rejects_other_files(tmp_path):
 
 
 @pytest.mark.real_data
-def test_merfish_opens_as_nine_sections_quickly(viewer, merfish_path):
+def test_merfish_opens_as_nine_sections_quickly(merfish_path, viewer):
     t0 = time.perf_counter()
     w = _open(viewer, merfish_path)
     seconds = time.perf_counter() - t0

@@ -51,7 +51,7 @@ def _square(viewer, section: int, half: float = 0.06) -> np.ndarray:
                      [cy + h + dy, cx - h + dx]])
 
 
-def test_a_biologists_flow_through_the_plugins_menu(make_napari_viewer, two_sections, tmp_path):
+def test_a_biologists_flow_through_the_plugins_menu(two_sections, make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     d = _dock_all(viewer)
     slide, inpaint, tokens, perturb = d["Slide & model"], d["In-paint"], d["Tokens"], d["Perturb"]
