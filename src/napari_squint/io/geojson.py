@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from napari_squint.data.validate import SlideError
+from napari_squint.io.jsonfile import read_json
 
 
 @dataclass
@@ -74,12 +74,7 @@ def read_polygons(path: str | Path) -> list[Region]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"polygon file not found: {path}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise SlideError(f"{path} is not a text file ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise SlideError(f"{path} is not valid JSON: {err}") from None
+    doc = read_json(path, SlideError)
     if not isinstance(doc, dict):
         raise SlideError(f"{path}: the top level is a JSON {type(doc).__name__}; expected a GeoJSON object "
                          "(a FeatureCollection, a Feature or a Polygon)")

@@ -71,12 +71,9 @@ def save_checkpoint(path: str | Path, *, state_dict: dict, config: dict, genes: 
 
 
 def _read_json(file: Path) -> dict:
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{file}: not a text file ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    from napari_squint.io.jsonfile import read_json
+
+    doc = read_json(file, CheckpointError)
     if not isinstance(doc, dict):
         raise CheckpointError(f"{file}: expected a JSON object, found {type(doc).__name__}")
     return doc
