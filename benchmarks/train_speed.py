@@ -43,7 +43,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MERFISH = REPO.parent / "shared" / "data" / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
+#: the shared data folder; SQUINT_DATA points elsewhere (benchmarks/gpu_check.sh on a machine without ../shared)
+DATA = Path(os.environ.get("SQUINT_DATA", REPO.parent / "shared" / "data"))
+MERFISH = DATA / "merfish_hypothalamus_moffitt2018_9sections.h5ad"
 NOVAE_PY = REPO / ".bench" / "novae-venv" / "bin" / "python"
 
 

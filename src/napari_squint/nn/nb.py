@@ -46,7 +46,7 @@ def nb_nll_mean(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, log_x_fa
 
 
 def log_factorial_rows(X) -> np.ndarray:
-    """Per-row sums of :math:`\log\Gamma(x + 1)` of a sparse (CSR) or dense count matrix: (n,) float64."""
+    r"""Per-row sums of :math:`\log\Gamma(x + 1)` of a sparse (CSR) or dense count matrix: (n,) float64."""
     import scipy.sparse as sp
     from scipy.special import gammaln
 
