@@ -61,3 +61,35 @@ def make_cifm_graph():
         return build_graph(x, coords, section, cfg), cfg, coords, section
 
     return make
+
+
+def layered_volume(n: int = 1500, n_genes: int = 30, seed: int = 0):
+    """A tiny 3D tissue: cells in a 30 x 30 x 15 block whose type follows the depth (three layers along z, each
+    split in two along x), Poisson counts of ~200 per cell. Its (x, y) projection stacks the layers on each other,
+    so a plane's neighbours mix types that 3D neighbours keep apart. ``obsm['spatial']`` is (n, 3);
+    ``obsm['spatial_xy']`` the first two columns."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(0.0, 1.0, size=(n, 3)) * np.array([30.0, 30.0, 15.0])
+    cell_type = np.minimum((xyz[:, 2] // 5).astype(int), 2) * 2 + (xyz[:, 0] > 15)
+    profile = rng.gamma(0.5, 1.0, size=(6, n_genes))
+    profile /= profile.sum(1, keepdims=True)
+    library = rng.lognormal(np.log(200.0), 0.3, size=n)
+    counts = rng.poisson(profile[cell_type] * library[:, None]).astype(np.float32)
+    a = ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame(
+        {"section": pd.Categorical(["block"] * n), "cell_type": pd.Categorical(cell_type.astype(str))},
+        index=[f"c{i}" for i in range(n)]))
+    a.var_names = [f"g{j}" for j in range(n_genes)]
+    a.obsm["spatial"] = xyz
+    a.obsm["spatial_xy"] = xyz[:, :2].copy()
+    return a
+
+
+@pytest.fixture(scope="session")
+def small_volume():
+    """:func:`layered_volume` (read-only: copy before writing)."""
+    return layered_volume()

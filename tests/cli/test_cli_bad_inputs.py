@@ -349,13 +349,13 @@ def test_debug_shows_the_traceback(work, h):
         h.run(["train", work["data"], "--out", work["data"], "--debug"])
 
 
-def test_third_coordinate_column_is_warned(work, h):
+def test_fourth_coordinate_column_is_warned(work, h):
     a = work["adata"].copy()
-    a.obsm["spatial"] = np.column_stack([a.obsm["spatial"], np.arange(a.n_obs, dtype=float)])
-    p = _write_slide(a, work["root"] / "xyz.h5ad")
+    a.obsm["spatial"] = np.column_stack([a.obsm["spatial"], np.zeros(a.n_obs), np.arange(a.n_obs, dtype=float)])
+    p = _write_slide(a, work["root"] / "xyzw.h5ad")
     res = h.run(["train", p, "--out", work["tmp"] / "m", *ONE_EPOCH])
     assert res.code == 0
-    assert "warning: adata.obsm['spatial'] has 3 columns" in res.err and "ignored" in res.err
+    assert "warning: adata.obsm['spatial'] has 4 columns" in res.err and "ignored" in res.err
 
 
 def test_overwrite_replaces_only_the_tools_own_outputs(work, h):

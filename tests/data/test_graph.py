@@ -68,3 +68,23 @@ def test_nearest_sources_stay_in_the_section_and_skip_non_sources():
     assert got[("b",)].tolist() == [[5]]  # section b has one source: fewer than k columns
     with pytest.raises(SlideError, match="section 'b' holds test cells but no observed cell"):
         list(nearest_sources(coords, source & (section == "a"), np.array([4]), 2, section=section))
+
+
+def test_knn_in_3d_known_answer():
+    # two 6 x 6 lattices (spacing 1) half a unit apart in z: in 3D each cell's nearest cell is its copy in the other
+    # layer (0.5), then its four lattice neighbours in its own layer (1.0); in the (x, y) projection the copy
+    # would sit at distance 0
+    g = _grid()
+    xyz = np.r_[np.c_[g, np.zeros(len(g))], np.c_[g, np.full(len(g), 0.5)]]
+    n = len(g)
+    idx, dist = knn(xyz, 1)
+    np.testing.assert_array_equal(idx[:, 0], np.r_[np.arange(n, 2 * n), np.arange(n)])
+    np.testing.assert_allclose(dist[:, 0], 0.5)
+    assert median_nn_distance(xyz) == 0.5
+    centre = 2 * 6 + 2  # an inner lattice cell of the bottom layer
+    idx5, dist5 = knn(xyz, 5)
+    np.testing.assert_allclose(dist5[centre], [0.5, 1, 1, 1, 1])
+    same_layer = set(idx5[centre, 1:])
+    assert same_layer == {centre - 1, centre + 1, centre - 6, centre + 6}
+    nbr, _, _ = knn_graph(xyz, 5)
+    assert centre + n in nbr[centre]

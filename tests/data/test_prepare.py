@@ -53,3 +53,37 @@ def test_replace_counts_leaves_original(tissue):
 def test_missing_genes_named(tissue):
     with pytest.raises(SlideError, match="trained on other genes"):
         prepare_slide(tissue, ["gene_0000", "not_a_gene"], section_key="section", spatial_key="spatial")
+
+
+def test_volume_is_prepared_in_3d(small_volume):
+    from napari_squint.data.graph import knn_graph, median_nn_distance
+
+    a = small_volume
+    d = prepare_slide(a, a.var_names.tolist(), section_key="section", spatial_key="spatial",
+                      graph=GraphConfig(k=6, max_degree=12))
+    xyz = np.asarray(a.obsm["spatial"])
+    assert d.coords.shape == (a.n_obs, 3)
+    nbr, _, _ = knn_graph(xyz, 6, max_degree=12)
+    np.testing.assert_array_equal(d.nbr, nbr)
+    assert d.scales["block"] == median_nn_distance(xyz)
+    # neighbours found in 3D mostly share the cell's depth layer (type); in the projection they mix
+    flat = prepare_slide(a, a.var_names.tolist(), section_key="section", spatial_key="spatial_xy",
+                         graph=GraphConfig(k=6, max_degree=12))
+    t = a.obs["cell_type"].astype(int).to_numpy()
+
+    def same_type(nb):
+        ok = nb >= 0
+        return (t[np.maximum(nb, 0)] == t[:, None])[ok].mean()
+
+    assert same_type(d.nbr) > same_type(flat.nbr) + 0.2
+
+
+def test_constant_z_prepares_exactly_like_the_plane(tissue):
+    a = tissue.copy()
+    b = tissue.copy()
+    b.obsm["spatial"] = np.column_stack([a.obsm["spatial"], np.full(a.n_obs, 3.0)])
+    pa, pb = _prep(a), _prep(b)
+    for name in ("nbr", "cond", "tile", "batch"):
+        np.testing.assert_array_equal(getattr(pa, name), getattr(pb, name))
+    assert pa.scales == pb.scales
+    assert (pa.x_nbr != pb.x_nbr).nnz == 0

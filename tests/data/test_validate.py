@@ -116,12 +116,25 @@ def test_all_zero_slide_refused():
         check(a)
 
 
-def test_third_coordinate_column_warned_not_silently_dropped():
+def test_third_coordinate_column_is_used_as_z():
+    import warnings
+
     a = _slide()
-    a.obsm["spatial"] = np.column_stack([a.obsm["spatial"], np.ones(a.n_obs)])
-    with pytest.warns(UserWarning, match="3 columns.*ignored"):
+    z = np.arange(a.n_obs, dtype=float)
+    a.obsm["spatial"] = np.column_stack([a.obsm["spatial"], z])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # x, y, z is a volume: nothing to warn about
         _, coords, _ = check(a)
-    assert coords.shape == (a.n_obs, 2)
+    assert coords.shape == (a.n_obs, 3)
+    np.testing.assert_array_equal(coords[:, 2], z)
+
+
+def test_fourth_coordinate_column_warned_not_silently_dropped():
+    a = _slide()
+    a.obsm["spatial"] = np.column_stack([a.obsm["spatial"], np.ones(a.n_obs), np.zeros(a.n_obs)])
+    with pytest.warns(UserWarning, match="4 columns.*first three.*ignored"):
+        _, coords, _ = check(a)
+    assert coords.shape == (a.n_obs, 3)
 
 
 def test_text_coordinates_named():

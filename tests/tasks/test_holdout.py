@@ -124,3 +124,77 @@ def test_heldout_cells_never_reach_training(small_tissue):
     changed = _train(other, held)
     w2 = _weights(changed)
     assert not all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+def test_patches_in_a_volume_are_balls(small_volume):
+    a = small_volume
+    labels = choose_patches(a, n_patches=3, fraction=0.03, seed=0)
+    xyz = np.asarray(a.obsm["spatial"], dtype=float)
+    m = round(0.03 * a.n_obs)
+    assert (np.bincount(labels[labels >= 0]) == m).all()
+    for p in range(3):
+        members = np.flatnonzero(labels == p)
+        # a ball: some member's m nearest cells in 3D are exactly the patch
+        d = np.linalg.norm(xyz[:, None, :] - xyz[None, members, :], axis=-1)  # (n, m)
+        nearest = np.argsort(d, axis=0)[:m]
+        assert any(set(nearest[:, j]) == set(members) for j in range(m))
+        # and not a column through the block: the patch keeps to a part of the depth
+        assert np.ptp(xyz[members, 2]) < 0.8 * np.ptp(xyz[:, 2])
+    # the ball keeps away from the block's faces (the hull inset holds in 3D)
+    lo, hi = xyz.min(0), xyz.max(0)
+    held = xyz[labels >= 0]
+    assert (held.min(0) > lo).all() and (held.max(0) < hi).all()
+
+
+def test_patches_with_a_constant_z_match_the_plane(small_tissue):
+    b = small_tissue.copy()
+    b.obsm["spatial"] = np.column_stack([b.obsm["spatial"], np.full(b.n_obs, 5.0)])
+    np.testing.assert_array_equal(choose_patches(b, section="section_1", seed=4),
+                                  choose_patches(small_tissue, section="section_1", seed=4))
+
+
+def test_a_volume_trains_and_imputes_in_3d(small_volume):
+    from napari_squint.tasks.impute import Imputer
+
+    a = small_volume
+    held = choose_patches(a, n_patches=1, fraction=0.03, seed=1) >= 0
+    model = train_heldout(a, held, **TINY)
+    assert model.data.coords.shape == (int((~held).sum()), 3)
+    assert model.history and np.isfinite(model.history[-1]["loss"])
+    out = Imputer(model, a).impute(mask=held)
+    x = np.asarray(out.X.toarray() if hasattr(out.X, "toarray") else out.X)
+    assert out.n_obs == int(held.sum()) and np.isfinite(x).all()
+    assert out.obsm["spatial"].shape == (int(held.sum()), 3)
+    # new cells are placed in a plane: an empty drawn region on a volume is refused with a reason
+    from shapely.geometry import Point
+
+    from napari_squint.io.geojson import Region
+
+    from scipy.spatial import cKDTree
+
+    grid = np.stack(np.meshgrid(np.linspace(5, 25, 41), np.linspace(5, 25, 41)), -1).reshape(-1, 2)
+    xy = np.asarray(a.obsm["spatial"], dtype=float)[:, :2]
+    gap = grid[np.argmax(cKDTree(xy).query(grid)[0])]  # the widest hole in the projection
+    with pytest.raises(SlideError, match="3 columns"):
+        Imputer(model, a).impute(regions=[Region("block", Point(*gap).buffer(0.05), "empty")])
+
+
+def test_patches_in_a_thin_slab_keep_away_from_its_sides():
+    # a 40 x 40 x 2 slab: no ball of 80 cells (radius ~5 in x, y) fits in the depth, so the edge rule uses the
+    # (x, y) hull instead of being given up, and every patch stays inside the slab's sides
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n = 1600
+    xyz = rng.uniform(0, 1, size=(n, 3)) * np.array([40.0, 40.0, 2.0])
+    a = ad.AnnData(X=sp.csr_matrix(rng.poisson(1.0, size=(n, 5)).astype(np.float32)))
+    a.obsm["spatial"] = xyz
+    for seed in range(4):
+        labels = choose_patches(a, n_patches=3, fraction=0.05, seed=seed, section_key=None)
+        for p in range(3):
+            members = xyz[labels == p]
+            assert np.ptp(members[:, 2]) > 1.5  # through the depth
+            centre = members[:, :2].mean(0)
+            r = np.linalg.norm(members[:, :2] - centre, axis=1).max()
+            assert (centre - r > -0.5).all() and (centre + r < 40.5).all(), (seed, p)

@@ -89,7 +89,7 @@ def knn_graph(coords: np.ndarray, k: int = 8, *, max_degree: int | None = None):
     Parameters
     ----------
     coords
-        (n, 2) coordinates in any unit.
+        (n, 2) or (n, 3) coordinates in any unit (one unit for every column).
     k
         Number of nearest neighbours (the paper uses 8).
     max_degree

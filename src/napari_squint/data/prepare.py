@@ -8,7 +8,9 @@ cross sections):
 * ``nbr`` (n, m) padded neighbour table in global indices (-1 padding),
 * ``x_nbr`` (n, g) CSR microenvironment counts (cell + neighbours),
 * ``cond`` (n, R) relative-distance covariates, ``batch`` (n,) section ids,
-* ``tile`` (n,) spatial tile ids used to form mini-batches.
+* ``tile`` (n,) spatial tile ids used to form mini-batches,
+* ``coords`` (n, 2) or (n, 3): a slide with (x, y, z) coordinates is a volume,
+  and its graph, covariates, scale and tiles are all built in 3D.
 
 Everything is sparse or O(n * k): nothing here is a dense cells x genes matrix.
 """

@@ -16,14 +16,17 @@ __all__ = ["grid_tiles", "tile_batches"]
 def grid_tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
     """Grid tiles holding about ``tile_cells`` cells each.
 
-    The bounding box is cut into ``nx x ny`` cells of the grid, with
+    In a plane the bounding box is cut into ``nx x ny`` cells of the grid, with
     ``nx * ny`` about ``n / tile_cells`` and ``nx / ny`` following the box's
-    aspect ratio.
+    aspect ratio. In a volume (three columns whose z varies) the box is cut into
+    ``nx x ny x nz`` boxes the same way, each axis cut in proportion to its span,
+    so tiles are about cubic; a constant third column is a plane (same tiles as
+    the first two columns alone).
 
     Parameters
     ----------
     coords
-        ``(n, 2)`` coordinates of one section, any unit.
+        ``(n, 2)`` or ``(n, 3)`` coordinates of one section, any unit (one unit for all columns).
     tile_cells
         Target cells per tile.
 
@@ -34,15 +37,37 @@ def grid_tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
         in grid order.
     """
     coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise ValueError(f"coords must have shape (n, 2) or (n, 3), got {coords.shape}")
     n = coords.shape[0]
     n_tiles = max(1, int(round(n / tile_cells)))
     lo, hi = coords.min(0), coords.max(0)
+    if coords.shape[1] > 2:
+        if np.all(hi[2:] == lo[2:]):
+            return grid_tiles(coords[:, :2], tile_cells)
+        return _box_tiles(coords, n_tiles, lo, hi)
     span = np.maximum(hi - lo, 1e-12)
     nx = max(1, int(round(np.sqrt(n_tiles * span[0] / span[1]))))
     ny = max(1, int(round(n_tiles / nx)))
     ix = np.minimum(((coords[:, 0] - lo[0]) / span[0] * nx).astype(np.int64), nx - 1)
     iy = np.minimum(((coords[:, 1] - lo[1]) / span[1] * ny).astype(np.int64), ny - 1)
     _, t = np.unique(ix * ny + iy, return_inverse=True)
+    return t.astype(np.int64).ravel()
+
+
+def _box_tiles(coords: np.ndarray, n_tiles: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Tiles of a d-dimensional grid of about ``n_tiles`` boxes, each axis cut in proportion to its span.
+
+    An axis with no extent gets one cut; the others share ``n_tiles``.
+    """
+    span = hi - lo
+    live = span > 0
+    d = int(live.sum())
+    per_unit = (n_tiles / np.prod(span[live])) ** (1.0 / max(d, 1)) if d else 0.0
+    cuts = np.where(live, np.maximum(1, np.round(span * per_unit)), 1).astype(np.int64)
+    safe = np.where(live, span, 1.0)
+    idx = np.minimum(((coords - lo) / safe * cuts).astype(np.int64), cuts - 1)
+    _, t = np.unique(np.ravel_multi_index(idx.T, tuple(cuts)), return_inverse=True)
     return t.astype(np.int64).ravel()
 
 

@@ -12,6 +12,10 @@ class SlideError(ValueError):
     """A slide that cannot be used as given (bad counts, coordinates, sections...)."""
 
 
+#: coordinate columns the engine reads (x, y and an optional z)
+SPATIAL_DIMS_MAX = 3
+
+
 def get_counts(adata: AnnData, layer: str | None):
     """Return the counts matrix: ``adata.layers[layer]`` or ``adata.X``."""
     if layer is None:
@@ -129,7 +133,13 @@ def check_not_all_zero(X, *, where: str) -> None:
 
 
 def check_coordinates(adata: AnnData, spatial_key: str) -> np.ndarray:
-    """Return (n, 2) float64 coordinates from ``adata.obsm[spatial_key]`` after checking them."""
+    """Return (n, 2) or (n, 3) float64 coordinates from ``adata.obsm[spatial_key]`` after checking them.
+
+    Two columns are a plane (x, y); three are a volume (x, y, z), used as given: every column is read in the file's
+    one coordinate unit, so distances, neighbours, tiles and held-out patches (balls) are Euclidean in 3D. A
+    slide whose z is in another unit than x, y must be rescaled before (the unit is never guessed), and a
+    3D slide is used as a plane by giving a two-column key. More than three columns: the first three are used.
+    """
     if spatial_key not in adata.obsm:
         raise SlideError(
             f"coordinates key {spatial_key!r} not found in adata.obsm (available: {list(adata.obsm)})"
@@ -143,15 +153,14 @@ def check_coordinates(adata: AnnData, spatial_key: str) -> np.ndarray:
         raise SlideError(f"adata.obsm[{spatial_key!r}] holds values that are not numbers ({err})") from None
     if coords.ndim != 2 or coords.shape[0] != adata.n_obs or coords.shape[1] < 2:
         raise SlideError(
-            f"adata.obsm[{spatial_key!r}] has shape {coords.shape}; expected ({adata.n_obs}, 2)"
+            f"adata.obsm[{spatial_key!r}] has shape {coords.shape}; expected ({adata.n_obs}, 2) or ({adata.n_obs}, 3)"
         )
-    if coords.shape[1] > 2:
+    if coords.shape[1] > 3:
         import warnings
 
-        warnings.warn(f"adata.obsm[{spatial_key!r}] has {coords.shape[1]} columns: the first two are used as x, y "
-                      f"and the other {coords.shape[1] - 2} (e.g. z) are ignored; each section is treated as a plane",
-                      UserWarning, stacklevel=2)
-    coords = coords[:, :2]
+        warnings.warn(f"adata.obsm[{spatial_key!r}] has {coords.shape[1]} columns: the first three are used as "
+                      f"x, y, z and the other {coords.shape[1] - 3} are ignored", UserWarning, stacklevel=2)
+    coords = coords[:, :SPATIAL_DIMS_MAX]
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
         first = adata.obs_names[np.flatnonzero(bad)[:3]].tolist()

@@ -64,7 +64,49 @@ def _section_cells(adata: AnnData, section: str | None, section_key: str | None)
 def _coords(adata: AnnData, spatial_key: str) -> np.ndarray:
     if spatial_key not in adata.obsm:
         raise SlideError(f"spatial key {spatial_key!r} not found in adata.obsm (keys: {list(adata.obsm)})")
-    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+    arr = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    # the engine's columns (data.validate.check_coordinates): x, y and an optional z
+    return arr[:, :3] if arr.ndim == 2 and arr.shape[1] >= 3 else arr[:, :2]
+
+
+def _hull_inset(xy: np.ndarray) -> np.ndarray:
+    """Distance of every point to the boundary of the points' convex hull (inf when the hull is flat).
+
+    A plane uses shapely's polygon; a volume uses qhull's facets (the distance from an inside point to a convex
+    hull's boundary is its distance to the nearest facet plane). A constant third column is a plane.
+    """
+    import shapely
+    from shapely.geometry import MultiPoint
+
+    if xy.shape[1] > 2 and np.ptp(xy[:, 2:], axis=0).max() > 0:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            eq = ConvexHull(xy).equations  # unit outward normals n and offsets b: n.x + b <= 0 inside
+        except QhullError:  # the cells lie in a plane or a line
+            return np.full(xy.shape[0], np.inf)
+        return np.maximum(-(xy @ eq[:, :-1].T + eq[:, -1]).max(1), 0.0)
+    hull = MultiPoint(xy[:, :2]).convex_hull
+    if hull.geom_type != "Polygon":
+        return np.full(xy.shape[0], np.inf)
+    return shapely.distance(hull.exterior, shapely.points(xy[:, 0], xy[:, 1]))
+
+
+def _edge_distance(xy: np.ndarray, tree, m: int) -> np.ndarray:
+    """Distance of every cell to the edge a patch of ``m`` cells must keep away from.
+
+    The edge is the convex hull's boundary. A volume thinner than a patch's ball (a slab: the depth is under the
+    ball's diameter, typical of a cut block) cannot hold a ball away from its top and bottom faces, so there
+    the edge is the (x, y) hull's: the patch runs through the depth, as a plane's disc does through a section.
+    """
+    inset = _hull_inset(xy)
+    if xy.shape[1] < 3 or not np.ptp(xy[:, 2]) > 0:
+        return inset
+    probe = xy[np.linspace(0, xy.shape[0] - 1, num=min(64, xy.shape[0])).astype(np.int64)]
+    r = float(np.median(np.asarray(tree.query(probe, k=m)[0]).reshape(len(probe), -1)[:, -1]))  # a patch's radius
+    if np.ptp(xy[:, 2]) < 2 * r:
+        return _hull_inset(xy[:, :2])
+    return inset
 
 
 def choose_patches(
@@ -83,7 +125,9 @@ def choose_patches(
 
     Each patch is the ``m = round(fraction * n_section)`` cells nearest to a
     random centre cell, i.e. a disc of radius ``r`` (the distance to the m-th
-    cell). Centres are drawn (seeded) among cells at least ``r`` inside the
+    cell); with (x, y, z) coordinates, a ball (in a slab thinner than the
+    ball, the ball is cut by the slab's faces and the edge rule uses the
+    (x, y) hull). Centres are drawn (seeded) among cells at least ``r`` inside the
     convex hull of the section, so a patch is surrounded by tissue, and at
     least ``(2 + gap) * r`` from the other centres, so patches are separated by
     ``gap`` radii of observed cells.
@@ -91,7 +135,7 @@ def choose_patches(
     Parameters
     ----------
     adata
-        Slide; ``obsm[spatial_key]`` (n, 2) coordinates.
+        Slide; ``obsm[spatial_key]`` (n, 2) or (n, 3) coordinates.
     section
         Section holding the patches (default: the largest one).
     n_patches
@@ -116,9 +160,7 @@ def choose_patches(
     SlideError
         Unknown section, bad ``fraction``, or patches that cannot be placed.
     """
-    import shapely
     from scipy.spatial import cKDTree
-    from shapely.geometry import MultiPoint
 
     if not 0 < fraction < 1:
         raise SlideError(f"fraction={fraction!r} must be in (0, 1)")
@@ -130,10 +172,7 @@ def choose_patches(
     xy = _coords(adata, spatial_key)[idx]
     m = max(1, int(round(fraction * idx.size)))
     tree = cKDTree(xy)
-    hull = MultiPoint(xy).convex_hull
-    # distance of every cell to the hull boundary, and the patch radius around it
-    inset = shapely.distance(hull.exterior, shapely.points(xy[:, 0], xy[:, 1])) if hull.geom_type == "Polygon" \
-        else np.full(idx.size, np.inf)
+    inset = _edge_distance(xy, tree, m)  # distance of every cell to the tissue's edge
     rng = np.random.default_rng(seed)
     labels = np.full(adata.n_obs, -1, dtype=np.int64)
     centres: list[np.ndarray] = []
@@ -242,7 +281,7 @@ def patch_regions(
     labels = np.asarray(labels)
     if labels.shape != (adata.n_obs,):
         raise SlideError(f"labels has shape {labels.shape}; expected ({adata.n_obs},)")
-    xy = _coords(adata, spatial_key)
+    xy = _coords(adata, spatial_key)[:, :2]  # GeoJSON regions are planar: a 3D ball becomes its (x, y) circle
     sec = adata.obs[section_key].astype(str).to_numpy() if section_key and section_key in adata.obs else None
     regions = []
     for p in np.unique(labels[labels >= 0]):

@@ -225,6 +225,10 @@ class Imputer:
         idx = np.flatnonzero(self.section_labels == section)
         if idx.size == 0:
             raise SlideError(f"region {region.name!r} names section {section!r}, which is not in the slide")
+        if self.data.coords.shape[1] != 2:
+            raise SlideError(f"region {region.name!r} holds no cell to impute: new cells are placed in a plane, "
+                             f"and this slide's coordinates have {self.data.coords.shape[1]} columns (x, y, z); "
+                             "impute existing cells, or use a two-column spatial key")
         new_xy = place_cells(region.polygon, self.data.coords[idx], seed=seed)
         scale = self.data.scales.get(section)
         if scale is None:
