@@ -109,14 +109,27 @@ class ModelConfig:
     #: a mixture of, or draws, tokens from it instead of taking the mask-token latent's nearest code). It is fitted
     #: after training, with the encoder frozen (TrainConfig.code_head_epochs)
     code_head: bool = True
+    #: the masked-code head also reads its observed neighbours' codes (per head, the share of them holding each code)
+    code_head_context: bool = False
+    #: in-painting decodes the masked-code head's this many most likely tokens, mixed by their probabilities
+    token_mixture: int = 1
+    #: temperature of that mixture's weights (softmax of the summed per-head log-probabilities / temperature)
+    token_temperature: float = 1.0
+    #: strength of the local residual correction of draw="logmean" in-painting (1: the full mean residual)
+    residual_weight: float = 1.0
+    #: draw="logmean": widen the spread of the cells imputed together around their mean by this factor, gene by
+    #: gene in log-normalised space (1: none; api/squint_impute.py, widen_spread)
+    spread: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> ModelConfig:
-        check_options("SQuINT", self, pos_int=("hidden", "latent", "codebook_size", "heads", "batch_embed", "adj_dim"),
-                      unit=("ema_decay",), nonneg_float=("dead_threshold",),
-                      booleans=("use_covariates", "learnable_mask", "code_head"))
+        check_options("SQuINT", self, pos_int=("hidden", "latent", "codebook_size", "heads", "batch_embed", "adj_dim",
+                                               "token_mixture"),
+                      unit=("ema_decay",), nonneg_float=("dead_threshold", "residual_weight"),
+                      pos_float=("spread", "token_temperature"),
+                      booleans=("use_covariates", "learnable_mask", "code_head", "code_head_context"))
         if self.latent % self.heads:
             _fail("SQuINT", "latent", self.latent, f"a multiple of heads={self.heads}")
         return self
@@ -142,6 +155,9 @@ class TrainConfig:
     #: (train/code_head.py; what method="context" in-painting shows the model). Off by default: on the MERFISH
     #: patch benchmark it changed no metric beyond the seed spread (docs/imputation.md)
     code_head_contexts: bool = False
+    #: after training, choose ModelConfig.residual_weight and ModelConfig.spread by validation on pseudo-patches
+    #: of the training cells (api/squint_calibrate.py): calibration of the in-painting output, per slide
+    calibrate_output: bool = False
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight
     #: NB dispersion start: "constant" (the module's theta = e^2 for X_nbr, e for X) or "moments" (method of moments
@@ -167,7 +183,8 @@ class TrainConfig:
                       nonneg_float=("weight_decay", "mask_noise", "masked_weight", "lambda_x", "lambda_cell",
                                     "lambda_a", "lambda_e", "lambda_m"),
                       unit=("mask_start", "mask_end", "batch_unknown_p"), optional_pos_int=("num_threads",),
-                      booleans=("code_head_contexts", "amp"), choices={"theta_init": ("constant", "moments")})
+                      booleans=("code_head_contexts", "calibrate_output", "amp"),
+                      choices={"theta_init": ("constant", "moments")})
         if not isinstance(self.device, str):
             _fail("SQuINT", "device", self.device, "a device name such as 'auto', 'cpu' or 'cuda:0'")
         return self
@@ -259,6 +276,11 @@ class CifmConfig:
     coord_scale: float = 0.1  #: scale of the coordinate update (eq. 13)
     # --- self-supervised training (appendix B.3)
     mask_ratio: float = 0.05  #: fraction of cells removed per mini-batch (paper: 5 %)
+    blob_frac: float = 0.0  #: share of the masked cells drawn as contiguous blobs (0: scattered cells, the paper)
+    blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
+    min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
+    impute_path: str = "oneshot"  #: impute_cells: "oneshot" (every target at once) or "infill" (ring by ring)
+    loss: str = "balanced_mse"  #: "balanced_mse" on log expression (eq. 15) or "poisson" on expression per 10^4
     epochs: int = CIFM_EPOCHS
     lr: float = 2e-3
     lr_schedule: str = "cosine"  #: "cosine" (decay to lr_min_frac * lr over the call's epochs) or "constant"
@@ -278,12 +300,13 @@ class CifmConfig:
     def validate(self) -> CifmConfig:
         """Check every value; raises ``ValueError`` naming the option."""
         check_options("CIFM", self, pos_int=("k", "max_degree", "tile_cells", "hidden", "latent", "layers",
-                                             "batch_size", "infer_cells", "epochs"),
-                      nonneg_int=("seed",), optional_pos_int=("max_neighbours", "num_threads"),
+                                             "batch_size", "infer_cells", "epochs", "blob_cells"),
+                      nonneg_int=("seed", "min_steps"), optional_pos_int=("max_neighbours", "num_threads"),
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
-                      unit=("lr_min_frac",), nonneg_float=("weight_decay", "grad_clip"),
-                      choices={"lr_schedule": ("cosine", "constant")})
+                      unit=("lr_min_frac", "blob_frac"), nonneg_float=("weight_decay", "grad_clip"),
+                      choices={"lr_schedule": ("cosine", "constant"), "impute_path": ("oneshot", "infill"),
+                               "loss": ("balanced_mse", "poisson")})
         if not isinstance(self.act, str):
             _fail("CIFM", "act", self.act, "an activation name")
         if not isinstance(self.device, str):

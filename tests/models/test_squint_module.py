@@ -81,3 +81,22 @@ def test_code_head_shapes_and_switch(tissue):
     off = SquintModule(data.n_genes, len(data.sections), 8,
                        ModelConfig(hidden=32, latent=16, codebook_size=8, heads=2, code_head=False))
     assert off.code_head is None and off.token_codes.shape == (0, 2)
+
+
+def test_code_logits_with_the_neighbours_codes():
+    import torch
+
+    from napari_squint.config import ModelConfig
+    from napari_squint.models.squint import SquintModule
+
+    cfg = ModelConfig(hidden=16, latent=8, codebook_size=4, heads=2, code_head_context=True)
+    m = SquintModule(n_genes=5, n_batches=1, n_cond=3, cfg=cfg)
+    assert m.code_head[0].in_features == 8 + 2 * 4
+    h = torch.randn(6, 8)
+    ctx = torch.rand(6, 8)
+    assert m.code_logits(h, ctx).shape == (6, 2, 4)
+    torch.testing.assert_close(m.code_logits(h), m.code_logits(h, torch.zeros(6, 8)))  # none: zeros
+    plain = SquintModule(n_genes=5, n_batches=1, n_cond=3, cfg=ModelConfig(hidden=16, latent=8, codebook_size=4,
+                                                                             heads=2))
+    assert plain.code_head[0].in_features == 8
+    torch.testing.assert_close(plain.code_logits(h, ctx), plain.code_logits(h))  # a plain head ignores it

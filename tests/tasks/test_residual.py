@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -78,3 +80,44 @@ def test_residual_needs_squint_logmean(imputer, small_tissue, make_disc):
         imputer.impute(regions=[region], draw="mean", residual=True)
     out = imputer.impute(regions=[region], draw="mean")  # default: off for expected counts
     assert out.uns["squint"]["impute"]["params"]["residual"] is False
+
+
+def test_residual_weight_scales_the_correction_in_log_space(tiny_model, small_tissue):
+    """residual_weight=0 is the model alone; 0.5 puts the cell profile half-way in log-normalised space."""
+    model = copy.deepcopy(tiny_model)
+    imp = Imputer(model, small_tissue)
+    targets = np.flatnonzero(imp.section_labels == "section_1")[:60]
+    depth = imp.target_set(targets).depth[:, None]  # the frame of the log-space estimate and its correction
+
+    def y(**kw):
+        out = imp.impute_targets(targets, method="context", draw="logmean", nbr_mode="sum", **kw)["imputed"]
+        return np.log1p(out * 1e4 / depth)
+
+    full, alone = y(), y(residual=False)
+    model.config.update(residual_weight=0.0)
+    np.testing.assert_allclose(y(), alone, rtol=1e-9, atol=1e-9)
+    model.config.update(residual_weight=0.5)
+    half = y()
+    inside = (full > 0) & (alone > 0) & (half > 0)  # the floor at zero counts aside
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(half[inside], ((full + alone) / 2)[inside], atol=1e-6)
+
+
+def test_widen_spread_is_a_per_gene_affine_map():
+    from napari_squint.api.squint_impute import widen_spread
+
+    rng = np.random.default_rng(0)
+    lib = rng.uniform(200, 400, size=50)
+    counts = rng.gamma(2.0, 3.0, size=(50, 6)) + 5.0  # well above zero: the floor is never reached
+    assert widen_spread(counts, lib, 1.0) is counts
+    y0 = np.log1p(counts * 1e4 / lib[:, None])
+    y1 = np.log1p(widen_spread(counts, lib, 1.5) * 1e4 / lib[:, None])
+    np.testing.assert_allclose(y1.mean(0), y0.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(y1.std(0), 1.5 * y0.std(0), rtol=1e-9)
+    for g in range(6):
+        assert np.corrcoef(y0[:, g], y1[:, g])[0, 1] == pytest.approx(1.0)
+    # a weight of zero leaves a row as it is (measured members of a microenvironment)
+    w = np.zeros(50)
+    w[:25] = 1.0
+    y2 = np.log1p(widen_spread(counts, lib, 1.5, weight=w) * 1e4 / lib[:, None])
+    np.testing.assert_allclose(y2[25:], y0[25:], rtol=1e-9)

@@ -66,3 +66,50 @@ def test_disc_mask_makes_contiguous_holes_and_context_reads_observed_cells(train
     pool = np.flatnonzero(~masked & (data.batch == b))
     _, nn = cKDTree(data.coords[pool]).query(data.coords[rows[0]], k=4)
     assert set(pool[nn]) == set(got[0, :4])  # the nearest ones
+
+
+def test_code_shares_on_a_known_case():
+    from napari_squint.train.code_head import code_shares
+
+    codes = np.array([[0, 1], [0, 2], [1, 2], [-1, -1], [2, 0]])  # 5 cells, 2 heads, K = 3; cell 3 has no code
+    usable = np.array([True, True, True, True, False])  # cell 4 is masked
+    nbr = np.array([[0, 1, 2, -1], [3, 4, -1, -1], [0, 0, 4, 3]])
+    out = code_shares(nbr, codes, usable, 3).reshape(3, 2, 3)
+    # row 0 reads cells 0, 1, 2: head 0 codes (0, 0, 1), head 1 codes (1, 2, 2)
+    np.testing.assert_allclose(out[0], [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+    np.testing.assert_allclose(out[1], 0.0)  # only an uncoded and a masked neighbour: nothing to read
+    np.testing.assert_allclose(out[2], [[1, 0, 0], [0, 1, 0]])  # cell 0 twice; the masked cell is skipped
+    np.testing.assert_allclose(out.sum(-1)[[0, 2]], 1.0)
+
+
+def _with_context_head(trained_tiny):
+    from napari_squint.nn.mlp import mlp
+
+    model = copy.deepcopy(trained_tiny)
+    cfg = model.config.model
+    cfg.code_head_context = True
+    torch.manual_seed(0)
+    model.module.code_head = mlp([cfg.latent + cfg.heads * cfg.codebook_size, cfg.hidden,
+                                  cfg.heads * cfg.codebook_size]).to(model.device)
+    return model
+
+
+def test_context_head_learns_and_reads_its_neighbours_codes(trained_tiny):
+    model = _with_context_head(trained_tiny)
+    cfg = copy.deepcopy(model.config.train)
+    cfg.code_head_epochs = 6
+    record, _ = drive(iter_fit_code_head(model.module, model.data, np.arange(model.data.n_cells), cfg,
+                                         model.device))
+    k = model.config.model.codebook_size
+    assert record["code_head_ce"] < np.log(k) and record["code_head_accuracy"] > 1.5 / k
+    data = model.data
+    masked = np.zeros(data.n_cells, dtype=bool)
+    masked[:40] = True
+    cells = np.arange(40)
+    computed = model.code_mixture(data, masked, cells, top=3)  # neighbours' codes encoded here
+    codes = model._neighbour_codes(data, masked, cells)
+    assert (codes[masked] == -1).all()  # a masked neighbour's code is never read
+    given = model.code_mixture(data, masked, cells, top=3, context_codes=codes)
+    np.testing.assert_array_equal(computed["candidates"], given["candidates"])
+    none = model.code_mixture(data, masked, cells, top=3, context_codes=np.full_like(codes, -1))
+    assert not np.allclose(none["weights"], given["weights"])  # the head reads the neighbours' codes

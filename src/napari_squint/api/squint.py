@@ -27,7 +27,7 @@ from napari_squint.data.prepare import GraphConfig, PreparedSlide
 from napari_squint.models.squint import SquintModule
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import nb_log_likelihood, sample_nb
-from napari_squint.train.code_head import iter_fit_code_head
+from napari_squint.train.code_head import code_shares, iter_fit_code_head
 from napari_squint.train.events import ProgressEvent
 from napari_squint.train.loop import iter_train, make_optimizer
 
@@ -91,6 +91,11 @@ class Squint(BaseModel):
         fit = yield from self.iter_fit_code_head()
         if fit:
             self.meta["code_head"] = fit
+        if self.config.train.calibrate_output:
+            from napari_squint.api.squint_calibrate import calibrate_output
+
+            yield ProgressEvent("calibrate", message="choosing the residual weight and spread on training cells")
+            calibrate_output(self)
 
     def iter_fit_code_head(self):
         """Record the training tokens and fit the masked-code head (encoder frozen); a generator of
@@ -151,7 +156,7 @@ class Squint(BaseModel):
 
     def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
                      library: np.ndarray | None = None, draw: str = "mean", top: int = 1,
-                     seed: int = 0) -> dict[str, np.ndarray]:
+                     seed: int = 0, context_codes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Impute ``cells`` (default: the masked ones) with the learned mask token in the presence of C.
 
         Each masked cell is encoded with the mask token as its input. With the
@@ -171,7 +176,8 @@ class Squint(BaseModel):
         probability, then negative-binomial counts from its decoded profile
         (generated counts). Without the head (models
         saved before it, or ``code_head=False``) the nearest code of the latent
-        is decoded (the paper's code assignment).
+        is decoded (the paper's code assignment). ``context_codes`` is passed to
+        :meth:`code_mixture`.
 
         Gene proportions are scaled by an estimated read depth: a masked cell's
         library is the median library of the observed cells of its section
@@ -206,7 +212,8 @@ class Squint(BaseModel):
             res["probs_cell_sq"] = res["probs_cell"].astype(np.float64) ** 2  # E[p^2] of one token: p^2
         if use.any():
             mix = self.code_mixture(data, masked, cells[use], top=max(top, _SAMPLE_TOP) if draw == "sample" else top,
-                                    draw="sample" if draw == "sample" else "mean", rng=rng)
+                                    draw="sample" if draw == "sample" else "mean", rng=rng,
+                                    context_codes=context_codes)
             keys = ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "latent")
             if not res:
                 res = {key: mix[key] for key in keys}
@@ -242,18 +249,34 @@ class Squint(BaseModel):
         """Whether the model has a trained masked-code head and the token support it draws from."""
         return self.module.code_head is not None and self.module.token_codes.shape[0] > 0
 
+    def _neighbour_codes(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """(n, H) codes of the unmasked neighbours of ``cells`` in ``data`` (encoded with ``masked`` masked); -1
+        elsewhere."""
+        nb = data.nbr[cells]
+        obs = np.unique(nb[nb >= 0])
+        obs = obs[~masked[obs]]
+        out = np.full((data.n_cells, self.module.codebook.heads), -1, dtype=np.int64)
+        if obs.size:
+            out[obs] = self.encode(data, masked=masked, cells=obs)["codes"]
+        return out
+
     @torch.no_grad()
     def code_mixture(self, data: PreparedSlide, masked: np.ndarray, cells: np.ndarray, *, top: int = 1,
                      draw: str = "mean", rng: np.random.Generator | None = None,
-                     batch_size: int = 2048) -> dict[str, np.ndarray]:
+                     batch_size: int = 2048, context_codes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Token distribution of masked ``cells`` from the masked-code head, decoded.
 
         The head gives, per codebook head, a distribution over the code the
         cell would get if observed. A token's score is the sum of its codes'
         log-probabilities over heads, restricted to the tokens training cells
         use (``module.token_codes``; combinations never seen are not
-        proposed); the ``top`` best are renormalised (softmax of the scores).
-        Each is decoded with the cell's covariates.
+        proposed); the ``top`` best are renormalised (softmax of the scores
+        divided by ``ModelConfig.token_temperature``).
+        Each is decoded with the cell's covariates. A head built with
+        ``ModelConfig.code_head_context`` also reads the codes of each cell's
+        unmasked neighbours in ``data``: ``context_codes`` (n, H) gives every
+        row's observed codes (-1: unknown); by default they are computed here,
+        each neighbour encoded with ``masked`` cells masked.
 
         Returns
         -------
@@ -270,16 +293,24 @@ class Squint(BaseModel):
         table = m.token_codes
         n_heads = table.shape[1]
         k = min(int(top), table.shape[0])
+        ctx_codes = None
+        if m.cfg.code_head_context:
+            ctx_codes = (self._neighbour_codes(data, masked, cells) if context_codes is None
+                         else np.asarray(context_codes, dtype=np.int64))
         out = {key: [] for key in ("probs", "probs_cell", "probs_cell_sq", "tokens", "codes", "weights", "candidates",
                                    "latent")}
         for idx in chunks(cells.size, batch_size):
             b = make_batch(data, cells[idx], masked=masked, targets=False).to(self.device)
             h, c = m.encode(b)
             out["latent"].append(h.float().cpu())
-            logp = torch.log_softmax(m.code_logits(h).float(), dim=-1)  # (B, H, K)
+            ctx = None
+            if ctx_codes is not None:
+                ctx = torch.as_tensor(code_shares(data.nbr[cells[idx]], ctx_codes, ~masked, m.codebook.codebook_size),
+                                      device=self.device)
+            logp = torch.log_softmax(m.code_logits(h, ctx).float(), dim=-1)  # (B, H, K)
             score = sum(logp[:, j, table[:, j]] for j in range(n_heads))  # (B, T)
             val, pick = score.topk(k, dim=1)
-            w = torch.softmax(val, dim=1)  # (B, k)
+            w = torch.softmax(val / m.cfg.token_temperature, dim=1)  # (B, k)
             codes = table[pick]  # (B, k, H)
             z = m.codebook.lookup(codes.reshape(-1, n_heads))
             cc = None if c is None else c.repeat_interleave(k, dim=0)

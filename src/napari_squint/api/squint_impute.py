@@ -21,7 +21,26 @@ from napari_squint.data.validate import SlideError
 from napari_squint.nn.log_estimate import log_space_counts, log_space_counts_from_moments
 from napari_squint.nn.nb import sample_nb
 
-__all__ = ["SquintImputeEngine"]
+__all__ = ["SquintImputeEngine", "widen_spread"]
+
+
+def widen_spread(counts: np.ndarray, library: np.ndarray, spread: float, *, weight: np.ndarray | None = None,
+                 target_sum: float = 1e4) -> np.ndarray:
+    """Widen the spread of imputed profiles around their mean, gene by gene, in log-normalised space.
+
+    ``y = log1p(target_sum * counts / library)`` becomes ``y + w (spread - 1) (y - mean(y))`` (the mean over the
+    rows, i.e. the cells imputed together; ``w`` = ``weight`` (m,), default 1), floored at 0, and is turned back
+    into counts on the same ``library`` (m,). ``spread=1`` returns ``counts`` unchanged. A per-gene affine map
+    of the log profiles leaves each gene's correlation with the truth unchanged (up to the floor); it undoes
+    the shrinkage of a conditional expectation towards the mean.
+    """
+    if spread == 1.0 or counts.shape[0] < 2:
+        return counts
+    lib = np.maximum(np.asarray(library, dtype=np.float64), 1e-12)[:, None]
+    y = np.log1p(counts * (target_sum / lib))
+    w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)[:, None]
+    y = np.maximum(y + w * (spread - 1.0) * (y - y.mean(axis=0)), 0.0)
+    return np.expm1(y) * (lib / target_sum)
 
 
 class SquintImputeEngine(ImputeEngine):
@@ -49,13 +68,32 @@ class SquintImputeEngine(ImputeEngine):
             obs_names=pd.RangeIndex(rows.size), genes=d.genes, sections=d.sections, scales=d.scales,
         )
 
-    def _step(self, seeds, xin, nbr, cond, batch, masked, est, *, draw: str, seed: int) -> dict:
-        """Impute the local ``seeds`` given the current inputs and mask."""
+    def _step(self, seeds, xin, nbr, cond, batch, masked, est, *, draw: str, seed: int,
+              codes: np.ndarray | None = None) -> dict:
+        """Impute the local ``seeds`` given the current inputs and mask (``codes``: local rows' observed codes)."""
         nb = nbr[seeds]
         rows = np.unique(np.concatenate([seeds, nb[nb >= 0]]))
         mini = self._mini(rows, xin, nbr, cond, batch)
         cells = np.searchsorted(rows, seeds)
-        return self.model.impute_cells(mini, masked[rows], cells=cells, library=est[rows], draw=draw, seed=seed)
+        extra = {}  # only what differs from impute_cells' defaults
+        if self.model.config.model.token_mixture != 1:
+            extra["top"] = self.model.config.model.token_mixture
+        if codes is not None:
+            extra["context_codes"] = codes[rows]
+        return self.model.impute_cells(mini, masked[rows], cells=cells, library=est[rows], draw=draw, seed=seed,
+                                       **extra)
+
+    def _observed_codes(self, local: np.ndarray, observed: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+        """Codes of the local ``observed`` rows (global ids ``local``), each encoded from its measured graph row
+        with the targets masked; None unless the masked-code head reads its neighbours' codes."""
+        module = self.model.module
+        if not (self.model.has_code_head and module.cfg.code_head_context):
+            return None
+        out = np.full((local.size, module.codebook.heads), -1, dtype=np.int64)
+        rows = np.flatnonzero(observed)
+        if rows.size:
+            out[rows] = self.model.encode(self.data, masked=targets, cells=local[rows])["codes"]
+        return out
 
     def _observed_context(self, ts: TargetSet, *, k: int, width: int) -> np.ndarray:
         """Each target's ``k`` nearest observed cells of its section, as a padded (t, width) neighbour table."""
@@ -109,6 +147,7 @@ class SquintImputeEngine(ImputeEngine):
         est[exist] = self.library[ex]
         est[pos_t] = ts.depth
         masked = is_target.copy()
+        codes = self._observed_codes(local, exist & ~is_target, ts.target_mask)
         # ---- impute ----
         tt = all_t.size
         imputed, imputed_nbr = np.zeros((tt, g)), np.zeros((tt, g))
@@ -127,7 +166,7 @@ class SquintImputeEngine(ImputeEngine):
             var, probs_nbr, lib_nbr = np.zeros((tt, g)), np.zeros((tt, g)), np.zeros(tt)
         for step, sel in enumerate(order):
             res = self._step(pos_t[sel], xin, nbr, cond, batch, masked, est, draw="mean" if log else draw,
-                             seed=seed + step)
+                             seed=seed + step, codes=codes)
             imputed[sel], imputed_nbr[sel], tokens[sel] = res["imputed"], res["imputed_nbr"], res["tokens"]
             if log:
                 var[sel], probs_nbr[sel], lib_nbr[sel] = res["var"], res["probs_nbr"], res["library_nbr"]
@@ -139,17 +178,24 @@ class SquintImputeEngine(ImputeEngine):
                 masked[pos_t[sel]] = False
         if log:
             theta_n = self.model.dispersions()[1]
-            shift = self.local_correction(ts.xy, ts.sections.astype(str), ts.target_mask) if residual else None
-            imputed = log_space_counts_from_moments(imputed, var, est[pos_t], shift=shift)
+            cfg = self.model.config.model
+            shift = None
+            if residual:
+                shift = self.local_correction(ts.xy, ts.sections.astype(str), ts.target_mask)
+                shift *= cfg.residual_weight
+            imputed = widen_spread(log_space_counts_from_moments(imputed, var, est[pos_t], shift=shift), est[pos_t],
+                                   cfg.spread)
             if nbr_mode == "sum":
-                imputed_nbr = self._nbr_sum_log(ts, probs_nbr, est[pos_t], theta_n, shift=shift)
+                imputed_nbr = self._nbr_sum_log(ts, probs_nbr, est[pos_t], theta_n, shift=shift, spread=cfg.spread)
             else:
-                imputed_nbr = log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr, shift=shift)
+                imputed_nbr = widen_spread(log_space_counts(probs_nbr * lib_nbr[:, None], theta_n, lib_nbr,
+                                                            shift=shift), lib_nbr, cfg.spread)
         elif nbr_mode == "sum":
             imputed_nbr = self.nbr_sum(ts, imputed)
         return {"imputed": imputed, "imputed_nbr": imputed_nbr, "tokens": tokens, "rings": rings}
 
-    def _nbr_sum_log(self, ts: TargetSet, probs_nbr, library, theta_n, *, shift: np.ndarray | None = None):
+    def _nbr_sum_log(self, ts: TargetSet, probs_nbr, library, theta_n, *, shift: np.ndarray | None = None,
+                     spread: float = 1.0):
         """``draw="logmean"`` microenvironments: measured counts of observed members plus, for the target
         members, the model's expected log-normalised expression.
 
@@ -157,15 +203,18 @@ class SquintImputeEngine(ImputeEngine):
         microenvironment profile (``probs_nbr``, the token mixture's) times the summed read depth of the
         target members (``library``), the dispersion is the decoder's; the measured members are a known
         offset (see :func:`napari_squint.nn.log_estimate.log_space_counts`). ``shift`` (t, g), the local
-        residual correction, is weighted by the target members' share of the read depth.
+        residual correction, and the widening of :func:`widen_spread` are weighted by the target members' share
+        of the read depth.
         """
         a_meas, a_imp = self.members(ts)
         offset = (a_meas @ self.data.counts).toarray().astype(np.float64)
         depth = a_imp @ np.asarray(library, dtype=np.float64)
         total = offset.sum(1) + depth
+        share = depth / np.maximum(total, 1e-12)
         if shift is not None:
-            shift = shift * (depth / total)[:, None]
-        return log_space_counts(probs_nbr * depth[:, None], theta_n, total, offset, shift=shift)
+            shift = shift * share[:, None]
+        out = log_space_counts(probs_nbr * depth[:, None], theta_n, total, offset, shift=shift)
+        return np.maximum(widen_spread(out, total, spread, weight=share), offset)
 
     def local_correction(self, xy: np.ndarray, sections: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """The local residual correction (:mod:`napari_squint.api.squint_residual`) at points ``xy`` (t, 2).

@@ -103,7 +103,11 @@ class SquintModule(nn.Module):
         self.adj = mlp([cfg.latent, cfg.hidden, cfg.adj_dim], norm=False)
         # masked-code head: from a masked cell's latent, per-head logits over the codes the cell gets when observed;
         # fitted after training with the encoder frozen (train/code_head.py)
-        self.code_head = mlp([cfg.latent, cfg.hidden, cfg.heads * cfg.codebook_size]) if cfg.code_head else None
+        # (with cfg.code_head_context it also reads the codes of the cell's observed neighbours: per head, the share
+        # of those neighbours holding each code)
+        ctx_dim = cfg.heads * cfg.codebook_size if cfg.code_head_context else 0
+        n_out = cfg.heads * cfg.codebook_size
+        self.code_head = mlp([cfg.latent + ctx_dim, cfg.hidden, n_out]) if cfg.code_head else None
         # the tokens (per-head codes) that training cells use, with their counts: the support of the head's draws,
         # filled after training (train/code_head.py)
         self.register_buffer("token_codes", torch.zeros(0, cfg.heads, dtype=torch.long))
@@ -157,9 +161,19 @@ class SquintModule(nn.Module):
         h = self.decoder.trunk(z, c)
         return torch.softmax(self.decoder.out(h), -1), torch.softmax(self.decoder.out_cell(h), -1)
 
-    def code_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Masked-code head: (B, latent) latents -> (B, H, K) logits of each head's observed code."""
-        return self.code_head(h).reshape(h.shape[0], self.codebook.heads, self.codebook.codebook_size)
+    def code_logits(self, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked-code head: (B, latent) latents -> (B, H, K) logits of each head's observed code.
+
+        ``context`` (B, H * K): the observed neighbours' code shares
+        (:func:`napari_squint.train.code_head.code_shares`), read only by a head built with
+        ``ModelConfig.code_head_context`` (None: no observed neighbour, zeros).
+        """
+        heads, size = self.codebook.heads, self.codebook.codebook_size
+        if self.cfg.code_head_context:
+            if context is None:
+                context = h.new_zeros(h.shape[0], heads * size)
+            h = torch.cat([h, context.to(h)], dim=-1)
+        return self.code_head(h).reshape(h.shape[0], heads, size)
 
     def edge_logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         e = self.adj(z)

@@ -27,7 +27,41 @@ from napari_squint.data.prepare import PreparedSlide
 from napari_squint.config import TrainConfig
 from napari_squint.train.events import ProgressEvent
 
-__all__ = ["disc_mask", "iter_fit_code_head", "observed_codes", "with_observed_context"]
+__all__ = ["code_shares", "disc_mask", "iter_fit_code_head", "observed_codes", "with_observed_context"]
+
+
+def code_shares(nbr: np.ndarray, codes: np.ndarray, usable: np.ndarray, codebook_size: int) -> np.ndarray:
+    """What the masked-code head reads of a cell's observed neighbours (``ModelConfig.code_head_context``).
+
+    Parameters
+    ----------
+    nbr
+        (B, w) neighbour rows (indices into ``codes``; -1 pads).
+    codes
+        (n, H) observed codes of every cell (-1: unknown).
+    usable
+        (n,) bool: cells whose code may be read (observed, not masked).
+    codebook_size
+        Codes per head (K).
+
+    Returns
+    -------
+    (B, H * K) float32: per head, the share of the usable neighbours holding each code (rows of zeros for a
+    cell with none).
+    """
+    nbr = np.asarray(nbr, dtype=np.int64)
+    heads = codes.shape[1]
+    safe = np.maximum(nbr, 0)
+    ok = (nbr >= 0) & usable[safe] & (codes[safe, 0] >= 0)
+    out = np.zeros((nbr.shape[0], heads, codebook_size), dtype=np.float32)
+    rows, cols = np.nonzero(ok)
+    if rows.size:
+        c = codes[nbr[rows, cols]]  # (m, H)
+        for j in range(heads):
+            np.add.at(out[:, j], (rows, c[:, j]), 1.0)
+        out /= np.maximum(ok.sum(1), 1)[:, None, None]
+    return out.reshape(nbr.shape[0], heads * codebook_size)
+
 
 
 @torch.no_grad()
@@ -99,7 +133,9 @@ def iter_fit_code_head(module, data: PreparedSlide, cells: np.ndarray, cfg: Trai
     (:func:`disc_mask`, 10-30% of the cells in discs of 20-400 cells) whose
     cells read their ``context_k`` nearest observed cells
     (:func:`with_observed_context`), as ``method="context"`` in-painting
-    shows them; there are then twice ``cfg.code_head_epochs`` passes. Returns the last pass's mean
+    shows them; there are then twice ``cfg.code_head_epochs`` passes. A head built with
+    ``ModelConfig.code_head_context`` also reads, for each masked cell, the observed codes of its unmasked
+    neighbours (:func:`code_shares`). Returns the last pass's mean
     cross-entropy and per-head accuracy (``None`` when the model has no head).
     """
     cells = np.asarray(cells, dtype=np.int64)
@@ -118,6 +154,8 @@ def iter_fit_code_head(module, data: PreparedSlide, cells: np.ndarray, cfg: Trai
     module.code_head.train()
     record = None
     contexts = cfg.code_head_contexts
+    use_context = bool(module.cfg.code_head_context)
+    size = module.codebook.codebook_size
     n_passes = cfg.code_head_epochs * (2 if contexts else 1)
     for epoch in range(n_passes):
         source = data
@@ -137,7 +175,10 @@ def iter_fit_code_head(module, data: PreparedSlide, cells: np.ndarray, cfg: Trai
             b = make_batch(source, seeds, masked=masked, targets=False).to(device)
             with torch.no_grad():
                 h, _ = module.encode(b)
-            logits = module.code_logits(h).float()
+            ctx = None
+            if use_context:  # the observed codes of its unmasked neighbours (every cell was coded observed)
+                ctx = torch.as_tensor(code_shares(source.nbr[seeds], target, ~masked, size), device=device)
+            logits = module.code_logits(h, ctx).float()
             y = target_t[seeds].to(device)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             opt.zero_grad(set_to_none=True)
