@@ -247,3 +247,26 @@ def test_impute_locations_matches_masking_an_existing_cell(trained, tissue):
     assert new["imputed"].shape == (1, tissue.n_vars) and model.kind == "cifm"
     with pytest.raises(ValueError, match="pass section"):
         model.impute_locations(tissue, np.zeros((1, 2)))
+
+
+def test_impute_path_infill_and_poisson_options(tissue):
+    hold = np.zeros(tissue.n_obs, dtype=bool)
+    xy = tissue.obsm["spatial"]
+    sec0 = (tissue.obs["section"].astype(str) == tissue.obs["section"].astype(str).iloc[0]).to_numpy()
+    centre = xy[np.flatnonzero(sec0)[0]]
+    hold[np.flatnonzero(sec0)[np.argsort(np.hypot(*(xy[sec0] - centre).T))[:60]]] = True  # a contiguous patch
+    model = Cifm(tissue, holdout=hold, epochs=1, loss="poisson", blob_frac=0.5, min_steps=4, **SMALL)
+    model.train()
+    data = model.prepare(tissue)
+    one = model.impute_cells(data, hold)
+    model.config.impute_path = "infill"
+    inf = model.impute_cells(data, hold)
+    m = int(hold.sum())
+    for res in (one, inf):
+        assert res["imputed"].shape == (m, data.n_genes) and np.isfinite(res["imputed"]).all()
+        assert res["imputed_nbr"].shape == (m, data.n_genes)
+    assert not np.allclose(one["imputed"], inf["imputed"])  # deeper cells now read earlier rings
+    with pytest.raises(ValueError, match="impute_path"):
+        Cifm(tissue, impute_path="rings", **SMALL)
+    with pytest.raises(ValueError, match="loss"):
+        Cifm(tissue, loss="nb", **SMALL)

@@ -71,3 +71,26 @@ def test_invalid_inputs():
         balanced_mse(torch.zeros(0, 3), torch.zeros(0, 3))
     with pytest.raises(ValueError, match="batch"):
         balanced_mse(torch.zeros(2, 3), torch.zeros(2, 3), batch=torch.zeros(3, dtype=torch.long))
+
+
+def test_poisson_deviance_is_zero_at_the_target_and_minimised_by_the_mean():
+    import numpy as np
+
+    from napari_squint.models.cifm_loss import poisson_deviance
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.poisson(torch.full((50, 4), 3.0), generator=g).double()
+    t = torch.log1p(y)
+    assert float(poisson_deviance(t, y.clamp_min(1e-12))) == pytest.approx(0.0, abs=1e-9)
+    # formula, with 0 * log 0 = 0
+    r = torch.rand(50, 4, generator=g, dtype=torch.float64) + 0.5
+    ref = (r - y + torch.where(y > 0, y * torch.log(y / r), torch.zeros_like(y))).mean()
+    assert float(poisson_deviance(t, r)) == pytest.approx(float(ref), rel=1e-12)
+    # over constant predictions, the per-gene mean of y is the best (not exp of the mean log)
+    mean = y.mean(0, keepdim=True).expand_as(y)
+    geo = torch.expm1(t.mean(0, keepdim=True)).expand_as(y)
+    assert float(poisson_deviance(t, mean)) < float(poisson_deviance(t, geo))
+    # per-sample averaging
+    batch = torch.tensor([0] * 10 + [1] * 40)
+    per = [float(poisson_deviance(t[:10], r[:10])), float(poisson_deviance(t[10:], r[10:]))]
+    assert float(poisson_deviance(t, r, batch=batch)) == pytest.approx(np.mean(per), rel=1e-12)

@@ -46,3 +46,77 @@ def test_iter_train_yields_events_and_reduces_loss():
     assert len(history) == 8 and history[0]["n_masked"] > 0
     after = masked_loss(module, graph, np.arange(500), cfg, torch.device("cpu"), seed=3)
     assert after < 0.8 * before
+
+
+def test_blob_mask_is_contiguous_at_the_given_ratio():
+    from scipy.spatial import cKDTree
+
+    from napari_squint.train.cifm_loop import _draw_mask, blob_mask
+
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, size=(2000, 2))
+    mask = blob_mask(coords, 400, 32, np.random.default_rng(1))
+    assert mask.sum() == 400  # exactly the requested count
+    # contiguous: a masked cell's nearest neighbours are mostly masked too (a scattered 20% mask gives ~0.2)
+    _, nb = cKDTree(coords).query(coords[mask], k=5)
+    assert mask[nb[:, 1:]].mean() > 0.6
+    scattered = rng.random(2000) < 0.2
+    _, nb = cKDTree(coords).query(coords[scattered], k=5)
+    assert mask[nb[:, 1:]].mean() < 0.4 or scattered[nb[:, 1:]].mean() < 0.35
+    # the mix: blob_frac of the ratio in blobs, the rest scattered; overall ratio kept
+    core = np.ones(2000, dtype=bool)
+    fracs = [_draw_mask(2000, 0.2, core, np.random.default_rng(s), coords=coords, blob_frac=0.5).mean()
+             for s in range(5)]
+    assert abs(np.mean(fracs) - 0.2) < 0.02
+    plain = _draw_mask(2000, 0.2, core, np.random.default_rng(0), coords=coords, blob_frac=0.0)
+    assert abs(plain.mean() - 0.2) < 0.03
+
+
+def test_min_steps_repeats_the_tiles_within_each_epoch():
+    from napari_squint.train.cifm_loop import passes_per_epoch
+
+    torch.set_num_threads(1)
+    cfg = CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=150, epochs=2, mask_ratio=0.2,
+                     min_steps=20, blob_frac=0.5, blob_cells=8)
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, size=(300, 2))
+    x = np.log1p(rng.poisson(5, size=(300, G)))
+    graph = build_graph(x, coords, np.zeros(300, np.int64), cfg)
+    module = make_module(cfg)
+    module.init_output(x.mean(0))
+    steps = [e for e in iter_train_cifm(module, graph, np.arange(300), cfg, torch.device("cpu"))
+             if e.stage == "step"]
+    assert passes_per_epoch(300, cfg, 2) == 5  # 2 batches a pass, 2 epochs: 5 passes for 20 steps
+    assert len(steps) >= 20
+    assert passes_per_epoch(300, CifmConfig(batch_size=150), 2) == 1  # min_steps 0: one pass
+
+
+def test_poisson_loss_trains():
+    torch.set_num_threads(1)
+    cfg = CifmConfig(hidden=16, latent=8, layers=1, tile_cells=40, batch_size=150, epochs=8, lr=1e-2,
+                     mask_ratio=0.2, infer_cells=400, loss="poisson")
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, size=(500, 2))
+    w = np.stack([coords[:, 0] / 100, 1 - coords[:, 0] / 100, coords[:, 1] / 100], 1)
+    x = np.log1p(rng.poisson(20 * np.repeat(w, 3, axis=1)[:, :G]))
+    graph = build_graph(x, coords, np.zeros(500, np.int64), cfg)
+    module = make_module(cfg)
+    module.init_output(np.expm1(x).mean(0))
+    from napari_squint.data.cifm_batch import disjoint_masks
+    from napari_squint.models.cifm_infer import reconstruct_tiled
+    from napari_squint.models.cifm_loss import poisson_deviance
+
+    def held_out_deviance():  # every cell masked once (5 rounds), deviance of the predicted expression
+        tot = 0.0
+        for group in disjoint_masks(np.arange(500), 0.2, seed=3):
+            masked = np.zeros(500, dtype=bool)
+            masked[group] = True
+            rate = np.expm1(reconstruct_tiled(module, graph, masked, group, cfg, torch.device("cpu")))
+            tot += float(poisson_deviance(torch.from_numpy(x[group]), torch.from_numpy(rate).double())) / 5
+        return tot
+
+    before = held_out_deviance()
+    gen = iter_train_cifm(module, graph, np.arange(500), cfg, torch.device("cpu"))
+    hist = [e.metrics["loss"] for e in gen if e.stage == "epoch"]
+    assert np.isfinite(hist).all()
+    assert held_out_deviance() < 0.8 * before

@@ -37,7 +37,7 @@ from napari_squint.data.imputation import counts_from_log, masked_depth, microen
 from napari_squint.data.prepare import GraphConfig, PreparedSlide
 from napari_squint.data.validate import section_rows
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_infer import encode_tiled, masked_loss, reconstruct_tiled
+from napari_squint.models.cifm_infer import encode_tiled, infill_tiled, masked_loss, reconstruct_tiled
 from napari_squint.train.cifm_loop import iter_train_cifm
 from napari_squint.train.events import ProgressEvent
 
@@ -95,7 +95,10 @@ class Cifm(BaseModel):
                           act=c.act, coord_scale=c.coord_scale, length_scale=1.0)
 
     def _init_from_data(self) -> None:
-        self.module.init_output(np.asarray(self.data.x_in.mean(0)).ravel())
+        if self.config.loss == "poisson":  # the decoder predicts expression per 10^4: start at its mean
+            self.module.init_output(np.asarray(self.data.x_in.expm1().mean(0)).ravel())
+        else:
+            self.module.init_output(np.asarray(self.data.x_in.mean(0)).ravel())
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
@@ -173,8 +176,11 @@ class Cifm(BaseModel):
                      library: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Impute ``cells`` (default: the masked ones) from their microenvironment.
 
-        All ``masked`` cells are removed from the encoder graph and padded with
-        ``e`` at their location; the decoder's normalised log expression is
+        With ``config.impute_path="oneshot"`` all ``masked`` cells are removed
+        from the encoder graph and padded with ``e`` at their location; with
+        ``"infill"`` they are decoded ring by ring from the observed cells
+        inward, each ring with the earlier rings' reconstructions as context
+        (:func:`~napari_squint.models.cifm_infer.infill_tiled`). The decoder's normalised log expression is
         turned into counts with :func:`counts_from_log` at an estimated depth:
         a masked cell's library is the median library of the observed cells of
         its section (unless ``library`` (n,) is given), exactly as in
@@ -196,12 +202,10 @@ class Cifm(BaseModel):
         cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
         est = masked_depth(data, masked, library)
         graph = self.graph_of(data)
-        # every masked cell reconstructed once: needed for cells, their kNN members and the latent
+        # every masked cell reconstructed once (config.impute_path): needed for cells, their kNN members and
+        # the latent
         all_masked = np.flatnonzero(masked)
-        x_all = graph.x_in
-        if all_masked.size:
-            x_all = replace_rows(x_all, all_masked, reconstruct_tiled(self.module, graph, masked, all_masked,
-                                                                      self.config, self.device))
+        x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
         x_cells = x_all[cells].toarray()
         seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
         if seen.any():

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch_geometric.utils import subgraph
 
-from napari_squint.data.cifm_batch import disjoint_masks, subgraph_batch
+from napari_squint.data.cifm_batch import disjoint_masks, replace_rows, subgraph_batch
 from napari_squint.data.cifm_graph import CifmGraph
+from napari_squint.data.imputation import hops_to_observed
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
 from napari_squint.models.cifm_loss import balanced_mse
@@ -22,7 +23,7 @@ from napari_squint.models.cifm_loss import balanced_mse
 if TYPE_CHECKING:
     from napari_squint.config import CifmConfig
 
-__all__ = ["encode_tiled", "masked_loss", "reconstruct_tiled"]
+__all__ = ["encode_tiled", "infill_tiled", "masked_loss", "reconstruct_tiled"]
 
 
 def _positions(n: int, cells: np.ndarray) -> np.ndarray:
@@ -81,10 +82,60 @@ def reconstruct_tiled(
         x, xy = b.x.to(device), b.coords.to(device)
         z = module.encode(x[keep.to(device)], xy[keep.to(device)], enc_edges.to(device))
         z_pad = module.pad(z, torch.from_numpy(m).to(device))
-        dec = module.decode(z_pad, xy, ei.to(device)).cpu().numpy()
+        dec = module.decode(z_pad, xy, ei.to(device))
+        if cfg.loss == "poisson":  # the decoder predicts expression per 10^4; every caller reads log1p of it
+            dec = torch.log1p(dec)
+        dec = dec.cpu().numpy()
         rows = np.flatnonzero(b.core)
         out[pos[b.nodes[rows]]] = dec[rows]
     return out
+
+
+@torch.no_grad()
+def infill_tiled(
+    module: CifmModule,
+    graph: CifmGraph,
+    masked: np.ndarray,
+    cfg: CifmConfig,
+    device: torch.device,
+    *,
+    path: str = "infill",
+):
+    """Reconstruct every ``masked`` cell; ``"infill"`` goes ring by ring from the observed cells inward.
+
+    With ``path="infill"`` the masked cells are ordered by hops to the nearest
+    observed cell on the radius graph (ring 1 reads an observed cell). Ring
+    ``r`` is decoded with rings ``< r`` already put back into the graph with
+    their reconstruction, and rings ``>= r`` removed, so every decoded cell
+    has at least one cell of context within one hop (unless its connected
+    component holds no observed cell at all). ``"oneshot"`` decodes all of
+    them at once with every masked cell removed (eqs. 2-3).
+
+    Returns
+    -------
+    x_all : scipy.sparse.csr_matrix
+        ``(n, g)`` ``graph.x_in`` with the masked rows replaced by their reconstruction.
+    rings : numpy.ndarray
+        ``(m,)`` ring of each masked cell (in increasing cell order; all 1 for ``"oneshot"``).
+    """
+    if path not in ("infill", "oneshot"):
+        raise ValueError(f"path must be 'infill' or 'oneshot', got {path!r}")
+    masked = np.asarray(masked, dtype=bool)
+    cells = np.flatnonzero(masked)
+    if cells.size == 0:
+        return graph.x_in, np.zeros(0, dtype=np.int64)
+    if path == "oneshot":
+        rec = reconstruct_tiled(module, graph, masked, cells, cfg, device)
+        return replace_rows(graph.x_in, cells, rec), np.ones(cells.size, dtype=np.int64)
+    rings = hops_to_observed(cells, graph.adj, ~masked)
+    cur_mask = masked.copy()
+    x_cur = graph.x_in
+    for r in np.unique(rings):
+        rows = cells[rings == r]
+        rec = reconstruct_tiled(module, graph, cur_mask, rows, cfg, device, x_override=x_cur)
+        x_cur = replace_rows(x_cur, rows, rec)
+        cur_mask[rows] = False
+    return x_cur, rings
 
 
 @torch.no_grad()

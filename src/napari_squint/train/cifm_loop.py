@@ -29,20 +29,75 @@ import time
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from napari_squint.config import CifmConfig
 from napari_squint.data.cifm_batch import SubgraphBatch, subgraph_batch
 from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_loss import balanced_mse
+from napari_squint.models.cifm_loss import balanced_mse, poisson_deviance
 from napari_squint.train.events import ProgressEvent
 
-__all__ = ["iter_train_cifm"]
+__all__ = ["blob_mask", "iter_train_cifm", "passes_per_epoch"]
 
 
-def _draw_mask(n: int, ratio: float, core: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    mask = rng.random(n) < ratio
+def blob_mask(coords: np.ndarray, n_masked: int, max_cells: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``n_masked`` cells in contiguous blobs: each the 1..``max_cells`` nearest cells of a random cell.
+
+    Blobs are drawn until ``n_masked`` cells are covered (overlaps count once), and the last blob is cut so
+    that exactly ``min(n_masked, n)`` cells are masked.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` cell coordinates (any unit).
+    n_masked
+        Number of cells to mask.
+    max_cells
+        Largest blob, in cells.
+    rng
+        Random generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` bool.
+    """
+    n = coords.shape[0]
+    mask = np.zeros(n, dtype=bool)
+    n_masked = min(int(n_masked), n)
+    if n_masked <= 0:
+        return mask
+    kk = min(int(max_cells), n)
+    tree = cKDTree(coords)
+    left = n_masked
+    while left > 0:
+        # a batch of centres at a time (expected blob size (kk + 1) / 2); overlaps are topped up next round
+        n_c = max(1, int(np.ceil(2 * left / (kk + 1))))
+        centres = rng.choice(np.flatnonzero(~mask), size=min(n_c, int((~mask).sum())), replace=False)
+        _, nb = tree.query(coords[centres], k=kk)
+        nb = np.asarray(nb).reshape(centres.size, kk)
+        sizes = rng.integers(1, kk + 1, size=centres.size)
+        for row, s in zip(nb, sizes):
+            new = row[:s][~mask[row[:s]]]
+            new = new[:left]
+            mask[new] = True
+            left -= new.size
+            if left <= 0:
+                break
+    return mask
+
+
+def _draw_mask(n: int, ratio: float, core: np.ndarray, rng: np.random.Generator, *,
+               coords: np.ndarray | None = None, blob_frac: float = 0.0, blob_cells: int = 32) -> np.ndarray:
+    if blob_frac > 0 and coords is not None:
+        n_blob = int(round(blob_frac * ratio * n))
+        mask = blob_mask(coords, n_blob, blob_cells, rng)
+        rest = (1 - blob_frac) * ratio * n / max(n - int(mask.sum()), 1)  # scattered cells for the remainder
+        mask |= rng.random(n) < rest
+    else:
+        mask = rng.random(n) < ratio
     if not (mask & core).any():  # at least one loss term per batch
         mask[rng.choice(np.flatnonzero(core))] = True
     if mask.all():
@@ -50,12 +105,22 @@ def _draw_mask(n: int, ratio: float, core: np.ndarray, rng: np.random.Generator)
     return mask
 
 
-def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device) -> torch.Tensor:
+def passes_per_epoch(n_cells: int, cfg: CifmConfig, n_epochs: int) -> int:
+    """Passes over the tiles per epoch so that ``n_epochs`` epochs take at least ``cfg.min_steps`` steps."""
+    per_pass = max(1, int(np.ceil(n_cells / cfg.batch_size)))
+    if cfg.min_steps <= 0 or n_epochs <= 0:
+        return 1
+    return max(1, int(np.ceil(cfg.min_steps / (per_pass * n_epochs))))
+
+
+def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device,
+               loss: str = "balanced_mse") -> torch.Tensor:
     m = torch.from_numpy(mask).to(device)
     out = module.forward_masked(b.x.to(device), b.coords.to(device), m, b.edge_index.to(device))
     sel = torch.from_numpy(b.core[mask]).to(device)
     target = b.x.to(device)[m][sel]
-    return balanced_mse(target, out[sel], batch=b.section.to(device)[m][sel])
+    fn = poisson_deviance if loss == "poisson" else balanced_mse
+    return fn(target, out[sel], batch=b.section.to(device)[m][sel])
 
 
 def iter_train_cifm(
@@ -99,7 +164,8 @@ def iter_train_cifm(
     hops = cfg.receptive_hops if cfg.halo_hops is None else int(cfg.halo_hops)
     if optimizer is None:
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_batches_est = max(1, int(np.ceil(cells.size / cfg.batch_size)))
+    passes = passes_per_epoch(cells.size, cfg, cfg.epochs - start_epoch)
+    n_batches_est = passes * max(1, int(np.ceil(cells.size / cfg.batch_size)))
     total_steps = max(1, n_batches_est * (cfg.epochs - start_epoch))
     done = 0
 
@@ -118,12 +184,14 @@ def iter_train_cifm(
         module.train()
         t0, c0 = time.perf_counter(), time.process_time()
         tot, n_steps, n_masked, n_nodes = 0.0, 0, 0, 0
-        for step, core in enumerate(tile_batches(graph.tile, cells, cfg.batch_size, rng)):
+        batches = (core for _ in range(passes) for core in tile_batches(graph.tile, cells, cfg.batch_size, rng))
+        for step, core in enumerate(batches):
             b = subgraph_batch(graph, core, hops)
-            mask = _draw_mask(b.nodes.size, cfg.mask_ratio, b.core, rng)
+            mask = _draw_mask(b.nodes.size, cfg.mask_ratio, b.core, rng, coords=b.coords.numpy(),
+                              blob_frac=cfg.blob_frac, blob_cells=cfg.blob_cells)
             lr = set_lr()
             done += 1
-            loss = _step_loss(module, b, mask, device)
+            loss = _step_loss(module, b, mask, device, cfg.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
