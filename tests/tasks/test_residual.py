@@ -121,3 +121,26 @@ def test_widen_spread_is_a_per_gene_affine_map():
     w[:25] = 1.0
     y2 = np.log1p(widen_spread(counts, lib, 1.5, weight=w) * 1e4 / lib[:, None])
     np.testing.assert_allclose(y2[25:], y0[25:], rtol=1e-9)
+
+
+def test_a_target_set_imputed_again_reuses_the_models_pass(tiny_model, small_tissue):
+    """Output settings changed between two calls on one TargetSet (what the calibration does): the second call
+    skips the model's pass and still equals a fresh imputation with those settings."""
+    model = copy.deepcopy(tiny_model)
+    imp = Imputer(model, small_tissue)
+    targets = np.flatnonzero(imp.section_labels == "section_1")[:60]
+    ts = imp.target_set(targets)
+    opts = dict(method="context", draw="logmean", residual=True, nbr_mode="sum", substitute="mean", seed=0)
+    first = imp.engine.impute(ts, **opts)
+    model.config.update(residual_weight=0.5, spread=1.2)
+    calls = []
+    step = imp.engine._step
+    imp.engine._step = lambda *a, **kw: calls.append(1) or step(*a, **kw)
+    again = imp.engine.impute(ts, **opts)
+    assert not calls  # the model's pass was reused
+    fresh = Imputer(model, small_tissue).engine.impute(imp.target_set(targets), **opts)
+    for key in ("imputed", "imputed_nbr", "tokens"):
+        np.testing.assert_allclose(again[key], fresh[key], rtol=1e-12)
+    assert not np.allclose(again["imputed"], first["imputed"])
+    imp.engine.impute(imp.target_set(targets), **opts)  # another TargetSet: a new pass
+    assert calls
