@@ -35,7 +35,7 @@ __all__ = ["CIFM_EPOCHS", "SQUINT_EPOCHS", "CifmConfig", "GraphConfig", "ModelCo
 #: default epochs of one SQuINT ``train()`` (every entry point: API, CLI, demo, benchmark, widgets)
 SQUINT_EPOCHS = 30
 #: default epochs of one CIFM ``train()``
-CIFM_EPOCHS = 20
+CIFM_EPOCHS = 60
 
 
 # ------------------------------------------------------------------ checks
@@ -275,11 +275,11 @@ class CifmConfig:
     act: str = "silu"  #: zero-preserving activation of the bias-free MLPs
     coord_scale: float = 0.1  #: scale of the coordinate update (eq. 13)
     # --- self-supervised training (appendix B.3)
-    mask_ratio: float = 0.05  #: fraction of cells removed per mini-batch (paper: 5 %)
+    mask_ratio: float = 0.2  #: fraction of cells removed per mini-batch (paper: 5 %; 0.2 chosen on MERFISH, docs/cifm.md)
     blob_frac: float = 0.0  #: share of the masked cells drawn as contiguous blobs (0: scattered cells, the paper)
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
-    impute_path: str = "oneshot"  #: impute_cells: "oneshot" (every target at once) or "infill" (ring by ring)
+    impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
     loss: str = "balanced_mse"  #: "balanced_mse" on log expression (eq. 15) or "poisson" on expression per 10^4
     epochs: int = CIFM_EPOCHS
     lr: float = 2e-3

@@ -258,6 +258,8 @@ def test_impute_path_infill_and_poisson_options(tissue):
     model = Cifm(tissue, holdout=hold, epochs=1, loss="poisson", blob_frac=0.5, min_steps=4, **SMALL)
     model.train()
     data = model.prepare(tissue)
+    assert model.config.impute_path == "infill"  # the default (chosen on MERFISH Animal 1)
+    model.config.impute_path = "oneshot"
     one = model.impute_cells(data, hold)
     model.config.impute_path = "infill"
     inf = model.impute_cells(data, hold)
