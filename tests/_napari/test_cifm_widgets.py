@@ -127,6 +127,16 @@ def test_inpaint_a_polygon_with_cifm(cifm_trained, viewer, box, in_box):
     assert out.uns[K.UNS_KEY]["impute"]["params"]["model_kind"] == "cifm"
 
 
+def _with_path(model, path):
+    """A shallow copy of ``model`` whose config asks for ``impute_path=path`` (the shared model stays as it is)."""
+    import copy
+    import dataclasses
+
+    other = copy.copy(model)
+    other.config = dataclasses.replace(model.config, impute_path=path)
+    return other
+
+
 def test_imputer_with_cifm_oneshot_equals_impute_cells(tiny_cifm, tissue_proto):
     from napari_squint.tasks.impute import Imputer
 
@@ -139,7 +149,7 @@ def test_imputer_with_cifm_oneshot_equals_impute_cells(tiny_cifm, tissue_proto):
     imp = Imputer(tiny_cifm, a)
     one = imp.impute(mask=mask, method="oneshot")
     data = tiny_cifm.prepare(a)
-    ref = tiny_cifm.impute_cells(data, mask)
+    ref = _with_path(tiny_cifm, "oneshot").impute_cells(data, mask)
     np.testing.assert_allclose(np.asarray(one.layers[K.IMPUTED_LAYER]), ref["imputed"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(one.layers[K.IMPUTED_NBR_LAYER]), ref["imputed_nbr"], rtol=1e-4,
                                atol=1e-3)

@@ -42,5 +42,6 @@ def test_building_the_docks_and_choosing_a_model_import_no_torch():
                    "v = napari.Viewer(show=False)\n"
                    "from napari_squint._napari.launch import add_docks\n"
                    "d = add_docks(v)\nd['Slide & model'].model_combo.setCurrentText('CIFM')\n"
-                   "assert d['Slide & model'].options()['epochs'] == 20\nv.close()")
+                   "from napari_squint.config import CIFM_EPOCHS, SQUINT_EPOCHS\n"
+                   "assert d['Slide & model'].options()['epochs'] == CIFM_EPOCHS != SQUINT_EPOCHS\nv.close()")
     assert "torch" not in mods

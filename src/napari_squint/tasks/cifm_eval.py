@@ -46,6 +46,7 @@ from napari_squint import _constants as K
 from napari_squint.metrics import log_normalise, neighbourhood_average, pearson_per_cell, pearson_per_gene
 from napari_squint.models.cifm_loss import balanced_mse
 from napari_squint.data.cifm_batch import disjoint_masks
+from napari_squint.data.validate import check_coordinates
 from napari_squint.models.cifm_infer import reconstruct_tiled
 from napari_squint.train.events import ProgressEvent, drive
 
@@ -95,9 +96,7 @@ def regional_split(
     """
     adata = coords_or_adata if isinstance(coords_or_adata, AnnData) else None
     if adata is not None:
-        if spatial_key not in adata.obsm:
-            raise KeyError(f"spatial key {spatial_key!r} not in adata.obsm")
-        coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+        coords = check_coordinates(adata, spatial_key)  # x, y and z where the slide has one
         if section is None and section_key is not None:
             if section_key not in adata.obs:
                 raise KeyError(f"section key {section_key!r} not in adata.obs")

@@ -39,6 +39,7 @@ def _patch_report(model, adata, held: np.ndarray, *, section_key, spatial_key, s
     import scipy.sparse as sp
 
     from napari_squint import metrics as M
+    from napari_squint.data.validate import check_coordinates
     from napari_squint.plot.demo import plot_patch
     from napari_squint.tasks.impute import Imputer
 
@@ -49,7 +50,7 @@ def _patch_report(model, adata, held: np.ndarray, *, section_key, spatial_key, s
     out = Imputer(model, adata).impute(mask=held)
     order = pd.Index(out.obs_names).get_indexer(adata.obs_names[test])
     squint = np.asarray(out[:, genes].layers[K.IMPUTED_LAYER])[order].astype(np.float64)
-    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+    coords = check_coordinates(adata, spatial_key)  # x, y and z where the slide has one, as the model reads them
     sections = adata.obs[section_key].astype(str).to_numpy() if section_key else None
     navg = M.neighbourhood_average(coords, counts, ~held, test, k=model.graph_config().k, section=sections)
     truth = counts[test].toarray()

@@ -154,6 +154,7 @@ def score(adata, out, *, genes, layer, section_key, spatial_key, seed: int = 0, 
     Returns ``{name: {metric: value}, "neighbourhood average": {...}}``; empty
     when fewer than 3 measured cells were imputed (only new cells).
     """
+    from napari_squint.data.validate import check_coordinates
     from napari_squint.metrics import evaluate_imputation, neighbourhood_average, reference_pca
 
     measured = ~out.obs[K.CREATED_KEY].to_numpy() if K.CREATED_KEY in out.obs else np.ones(out.n_obs, bool)
@@ -170,7 +171,7 @@ def score(adata, out, *, genes, layer, section_key, spatial_key, seed: int = 0, 
     true = counts[targets]
     pred = np.asarray(out.layers[K.IMPUTED_LAYER])[measured]
     section = adata.obs[section_key].astype(str).to_numpy() if section_key and section_key in adata.obs else None
-    base = neighbourhood_average(np.asarray(adata.obsm[spatial_key])[:, :2], counts, observed, targets,
+    base = neighbourhood_average(check_coordinates(adata, spatial_key), counts, observed, targets,
                                  section=section)
     return {name: evaluate_imputation(true, pred, pca=pca, seed=seed),
             "neighbourhood average": evaluate_imputation(true, base, pca=pca, seed=seed)}
