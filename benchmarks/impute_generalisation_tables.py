@@ -5,6 +5,9 @@ dataset (:func:`napari_squint.tasks.benchmark_impute.merge_results`), writes the
 (``<dataset>/impute_patches_merged.json``) and prints one Markdown table per dataset plus the goal check::
 
     .venv/bin/python benchmarks/impute_generalisation_tables.py > docs/results/generalisation/tables.md
+
+An optional argument names another results folder of the same layout (``OUT_ROOT`` of
+``benchmarks/impute_generalisation.sh``), e.g. ``docs/results/generalisation_calibrated``.
 """
 
 from __future__ import annotations
@@ -114,9 +117,9 @@ def figure(merged: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(root: Path = ROOT) -> int:
     merged = {}
-    for ds in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+    for ds in sorted(p for p in root.iterdir() if p.is_dir()):
         parts = [json.loads(f.read_text()) for f in sorted(ds.glob("seeds*/impute_patches.json"))]
         if not parts:
             continue
@@ -150,10 +153,10 @@ def main() -> int:
             print(f"| {_label(name)} | {len(res['runs'])} | {cmp(d, a, 'pc_gene', True)} | {cmp(d, a, 'mmd', False, 4)} | "
                   f"{cmp(d, a, 'energy', False)} | {cmp(d, r, 'pc_gene', True)} | {cifm[0]} | {cifm[1]} |")
         print()
-        figure(merged, ROOT / "summary.png")
+        figure(merged, root / "summary.png")
         print("![X_nbr per dataset](summary.png)\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT))

@@ -141,3 +141,15 @@ def test_any_keys_and_units_give_the_same_protocol(small_tissue):
         for method in ("mean profile", "neighbourhood average", "ring infill"):
             for metric, value in ra["runs"][0]["scores"][target][method].items():
                 assert rb["runs"][0]["scores"][target][method][metric] == pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+def test_each_run_records_what_calibrate_output_chose(small_tissue, results):
+    from napari_squint.api.squint_calibrate import RESIDUAL_WEIGHTS, SPREADS
+
+    res = benchmark_impute(small_tissue, section="section_0", seeds=(0,), epochs=1, sampled=False,
+                           options={**TINY_OPTS, "calibrate_output": True}, variants={"SQuINT": {}},
+                           impute_methods=("context",))
+    chosen = res["runs"][0]["calibration"]
+    assert set(chosen) == {"residual_weight", "spread"}
+    assert chosen["residual_weight"] in RESIDUAL_WEIGHTS and chosen["spread"] in SPREADS
+    assert all("calibration" not in r for r in results["runs"])  # without the option nothing is recorded

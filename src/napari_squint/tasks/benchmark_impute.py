@@ -241,6 +241,7 @@ def iter_benchmark_impute(
     step = 0
     for seed in seeds:
         t_seed = time.perf_counter()
+        calibration: dict = {}
         labels = choose_sites(data_all, sites=sites, section=section, n_patches=n_patches, fraction=fraction,
                               seed=seed, section_key=section_key, spatial_key=spatial_key)
         held = labels >= 0
@@ -282,6 +283,8 @@ def iter_benchmark_impute(
             model = train_heldout(data_all, held, section_key=section_key, spatial_key=spatial_key,
                                   genes=gene_list, **{"epochs": epochs or SquintConfig().epochs, "seed": seed, **options, **over})
             seconds[f"train {vname}"] = time.perf_counter() - t0
+            if vi == 0 and "impute_calibration" in model.meta:  # calibrate_output: what the training cells chose
+                calibration = dict(model.meta["impute_calibration"]["chosen"])
             imputer = Imputer(model, data_all)
             if vi == 0:
                 t0 = time.perf_counter()
@@ -332,7 +335,7 @@ def iter_benchmark_impute(
         seconds["seed total"] = time.perf_counter() - t_seed
         runs.append({"seed": int(seed), "n_test": int(test.size), "n_train": int((~held).sum()),
                      "sites": {"n": int(labels.max() + 1), "cells": np.bincount(labels[held]).tolist()},
-                     "scores": scores, "seconds": seconds})
+                     "scores": scores, "seconds": seconds, **({"calibration": calibration} if calibration else {})})
         yield ProgressEvent("seed", step=step, total=n_steps,
                             message=f"seed {seed} done in {seconds['seed total']:.0f}s",
                             metrics={f"{m} pc_gene": v["pc_gene"] for m, v in scores["X"].items()})
