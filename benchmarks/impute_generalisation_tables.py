@@ -7,7 +7,12 @@ dataset (:func:`napari_squint.tasks.benchmark_impute.merge_results`), writes the
     .venv/bin/python benchmarks/impute_generalisation_tables.py > docs/results/generalisation/tables.md
 
 An optional argument names another results folder of the same layout (``OUT_ROOT`` of
-``benchmarks/impute_generalisation.sh``), e.g. ``docs/results/generalisation_calibrated``.
+``benchmarks/impute_generalisation.sh``), e.g. ``docs/results/generalisation_calibrated``. ``--compare ROOT ...``
+prints one table of SQuINT's default output row across several such folders (run after each folder's tables, which
+write the merged JSON it reads)::
+
+    .venv/bin/python benchmarks/impute_generalisation_tables.py --compare docs/results/generalisation \
+        docs/results/generalisation_calibrated docs/results/generalisation_model_options
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ DEFAULT, NAVG, RING = "SQuINT (context) logmean", "neighbourhood average", "ring
 #: where the defaults were chosen: its rows are training figures and are labelled so
 CHOSEN_ON = "merfish_animal1"
 #: how the runs were made (benchmarks/impute_generalisation.sh, docs/imputation.md)
-RUN_NOTE = "two benchmark streams of one thread each on the 2 cores"
+RUN_NOTE = "2 AMD EPYC cores shared by up to five single-thread benchmark processes: seconds indicate cost only"
 
 
 def _label(name: str) -> str:
@@ -158,5 +163,28 @@ def main(root: Path = ROOT) -> int:
     return 0
 
 
+def compare(roots: list[Path]) -> int:
+    """SQuINT's default row (X_nbr) and the goal's four checks, per dataset, for each results folder."""
+    print("| dataset | run | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | code top-1 ↑ | goal checks met |")
+    print("|---|---|---|---|---|---|---|")
+    names = sorted({p.name for r in roots for p in r.iterdir() if (p / "impute_patches_merged.json").exists()})
+    for name in names:
+        for root in roots:
+            f = root / name / "impute_patches_merged.json"
+            if not f.exists():
+                continue
+            res = json.loads(f.read_text())
+            n = res["summary"]["X_nbr"]
+            d, a, r = n[DEFAULT], n[NAVG], n[RING]
+            met = [d["pc_gene"]["mean"] > a["pc_gene"]["mean"], d["mmd"]["mean"] < a["mmd"]["mean"],
+                   d["energy"]["mean"] < a["energy"]["mean"], d["pc_gene"]["mean"] > r["pc_gene"]["mean"]]
+            tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
+            print(f"| {_label(name)} | {root.name} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
+                  f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--compare"]:
+        sys.exit(compare([Path(p) for p in sys.argv[2:]]))
     sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT))
