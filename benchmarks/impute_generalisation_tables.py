@@ -95,10 +95,15 @@ def figure(merged: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = [("neighbourhood average", "neighbourhood average"), ("ring infill", "ring average"),
-            (DEFAULT, "SQuINT (defaults)"), ("CIFM", "CIFM (defaults)")]
-    metrics = [("pc_gene", "X_nbr per-gene PC ↑"), ("mmd", "X_nbr MMD ↓"), ("energy", "X_nbr energy ↓")]
     names = list(merged)
+    extra = {k: v for k, v in merged[names[0]]["config"].get("options", {}).items()
+             if k not in ("heads", "lambda_cell", "num_threads")}  # options beyond the protocol's (OUT_ROOT runs)
+    squint = "SQuINT (" + (", ".join(f"{k}={v}" for k, v in extra.items()) if extra else "defaults") + ")"
+    rows = [(key, label) for key, label in [("neighbourhood average", "neighbourhood average"),
+                                            ("ring infill", "ring average"), (DEFAULT, squint),
+                                            ("CIFM", "CIFM (defaults)")]
+            if any(key in merged[d]["summary"]["X_nbr"] for d in names)]
+    metrics = [("pc_gene", "X_nbr per-gene PC ↑"), ("mmd", "X_nbr MMD ↓"), ("energy", "X_nbr energy ↓")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     w = 0.8 / len(rows)
     for ax, (metric, title) in zip(axes, metrics):
@@ -115,8 +120,8 @@ def figure(merged: dict[str, dict], path: Path) -> None:
             ax.set_yscale("log")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(rows), fontsize=9, frameon=False)
-    fig.suptitle("Table 2 protocol, settings chosen on MERFISH Animal 1 (* training figures), unchanged elsewhere "
-                 "(mean ± sd over seeds n)")
+    what = f"MERFISH Animal 1's settings + {squint[8:-1]}" if extra else "settings chosen on MERFISH Animal 1"
+    fig.suptitle(f"Table 2 protocol, {what} (* training figures), unchanged elsewhere (mean ± sd over seeds n)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
