@@ -170,7 +170,7 @@ def main(root: Path = ROOT) -> int:
 
 def compare(roots: list[Path]) -> int:
     """SQuINT's default row (X_nbr) and the goal's four checks, per dataset, for each results folder."""
-    print("| dataset | run | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | code top-1 ↑ | goal checks met |")
+    print("| dataset | SQuINT options | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | code top-1 ↑ | goal checks met |")
     print("|---|---|---|---|---|---|---|")
     names = sorted({p.name for r in roots for p in r.iterdir() if (p / "impute_patches_merged.json").exists()})
     for name in names:
@@ -184,7 +184,10 @@ def compare(roots: list[Path]) -> int:
             met = [d["pc_gene"]["mean"] > a["pc_gene"]["mean"], d["mmd"]["mean"] < a["mmd"]["mean"],
                    d["energy"]["mean"] < a["energy"]["mean"], d["pc_gene"]["mean"] > r["pc_gene"]["mean"]]
             tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
-            print(f"| {_label(name)} | {root.name} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
+            extra = {k: v for k, v in res["config"].get("options", {}).items()
+                     if k not in ("heads", "lambda_cell", "num_threads")}
+            run = ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
+            print(f"| {_label(name)} | {run} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
                   f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
     return 0
 
