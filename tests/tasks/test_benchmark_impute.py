@@ -136,6 +136,7 @@ def test_any_keys_and_units_give_the_same_protocol(small_tissue):
     kw = dict(seeds=(3,), variants={}, sampled=False, guided=False)
     ra = benchmark_impute(a, section="section_1", **kw)
     rb = benchmark_impute(b, section="section_1", section_key="slice", spatial_key="xy_px", **kw)
+    assert rb["config"]["keys"] == {"section": "slice", "spatial": "xy_px", "spatial_dims": 2}
     assert ra["runs"][0]["n_test"] == rb["runs"][0]["n_test"]
     for target in ("X", "X_nbr"):
         for method in ("mean profile", "neighbourhood average", "ring infill"):

@@ -351,6 +351,8 @@ def iter_benchmark_impute(
         "variants": {k: dict(v) for k, v in variants.items()}, "impute_methods": list(impute_methods),
         "options": dict(options), "extra_methods": list(extra_methods), "max_n": max_n,
         "graph": {"k": graph.k, "max_degree": graph.max_degree},
+        # which columns were read: a 3D slide read through a 2-column key is another protocol (docs/imputation.md)
+        "keys": {"section": section_key, "spatial": spatial_key, "spatial_dims": int(full.coords.shape[1])},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": _cpu_count()},
         "seconds": time.perf_counter() - t_start,
