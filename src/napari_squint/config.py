@@ -158,6 +158,9 @@ class TrainConfig:
     #: after training, choose ModelConfig.residual_weight and ModelConfig.spread by validation on pseudo-patches
     #: of the training cells (api/squint_calibrate.py): calibration of the in-painting output, per slide
     calibrate_output: bool = False
+    #: with calibrate_output: its discs are a validation split, held out of training as well (not only masked
+    #: when imputed), so the scores are not flattered by cells the model was trained on
+    calibrate_holdout: bool = False
     lambda_e: float = 1.0  #: VQ (code + commitment) weight
     lambda_m: float = 1e-4  #: ||m||^2 weight
     #: NB dispersion start: "constant" (the module's theta = e^2 for X_nbr, e for X) or "moments" (method of moments
@@ -183,7 +186,7 @@ class TrainConfig:
                       nonneg_float=("weight_decay", "mask_noise", "masked_weight", "lambda_x", "lambda_cell",
                                     "lambda_a", "lambda_e", "lambda_m"),
                       unit=("mask_start", "mask_end", "batch_unknown_p"), optional_pos_int=("num_threads",),
-                      booleans=("code_head_contexts", "calibrate_output", "amp"),
+                      booleans=("code_head_contexts", "calibrate_output", "calibrate_holdout", "amp"),
                       choices={"theta_init": ("constant", "moments")})
         if not isinstance(self.device, str):
             _fail("SQuINT", "device", self.device, "a device name such as 'auto', 'cpu' or 'cuda:0'")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from napari_squint.api.squint_calibrate import (RESIDUAL_WEIGHTS, SPREADS, calibrate_output, choose_setting,
-                                                pseudo_patches, score_settings)
+                                                pseudo_patches, score_settings, validation_discs)
 from napari_squint.config import ModelConfig, SquintConfig, TrainConfig
 
 TINY = dict(epochs=2, batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32, seed=0, num_threads=1)
@@ -89,10 +90,49 @@ def test_score_settings_restores_the_config(trained_tiny):
 @pytest.mark.parametrize(("part", "name", "value"), [
     (ModelConfig, "residual_weight", -0.5), (ModelConfig, "spread", 0.0), (ModelConfig, "token_mixture", 0),
     (ModelConfig, "token_temperature", -1.0), (ModelConfig, "code_head_context", "yes"),
-    (TrainConfig, "calibrate_output", 1),
+    (TrainConfig, "calibrate_output", 1), (TrainConfig, "calibrate_holdout", "yes"),
 ])
 def test_new_options_are_checked_by_name(part, name, value):
     with pytest.raises(ValueError, match=name):
         part(**{name: value})
     with pytest.raises(ValueError, match=name):
         SquintConfig().update(**{name: value})
+
+
+def test_calibrate_holdout_validates_on_discs_held_out_of_training(tissue):
+    """With calibrate_holdout the calibration discs never enter training (the model's data lacks them and the
+    scored held-out cells), and the benchmark's held-out cells stay unread: garbage there changes nothing."""
+    from napari_squint.tasks.holdout import train_heldout
+
+    sec = tissue.obs["section"].astype(str).to_numpy()
+    held = np.zeros(tissue.n_obs, dtype=bool)
+    held[np.flatnonzero(sec == sec[0])[:80]] = True
+    val = validation_discs(tissue, held, section_key="section", spatial_key="spatial", seed=0)
+    assert val.any() and not (val & held).any()
+    biggest = pd.Series(sec[~held]).value_counts().index[0]
+    assert (sec[val] == biggest).all()
+    garbage = tissue.copy()
+    x = garbage.X.toarray()
+    x[held] = np.random.default_rng(1).poisson(50.0, size=(held.sum(), x.shape[1]))
+    garbage.X = sp.csr_matrix(x)
+    out = []
+    for adata in (tissue, garbage):
+        model = train_heldout(adata, held, genes="all", calibrate_output=True, calibrate_holdout=True, **TINY)
+        assert model.data.n_cells == (~held & ~val).sum()
+        assert set(model.data.obs_names).isdisjoint(adata.obs_names[val | held])
+        res = model.meta["impute_calibration"]
+        assert res["validation"] == {"held_out_of_training": True, "cells": int(val.sum())}
+        assert model._validation is None  # the slide is not kept with the model
+        out.append(res)
+    assert out[0]["chosen"] == out[1]["chosen"]
+    for a, b in zip(out[0]["settings"], out[1]["settings"]):
+        assert a["pc_gene"] == pytest.approx(b["pc_gene"]) and a["mmd"] == pytest.approx(b["mmd"])
+
+
+def test_without_calibrate_holdout_nothing_more_is_held_out(tissue):
+    from napari_squint.tasks.holdout import train_heldout
+
+    held = np.zeros(tissue.n_obs, dtype=bool)
+    held[:50] = True
+    model = train_heldout(tissue, held, genes="all", **{**TINY, "epochs": 1}, calibrate_holdout=True)
+    assert model.data.n_cells == (~held).sum()  # calibrate_holdout alone (no calibrate_output) splits nothing

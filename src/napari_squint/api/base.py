@@ -129,6 +129,8 @@ class BaseModel:
         self.meta: dict = {}
         self.data: PreparedSlide | None = None
         self._optimizer: torch.optim.Optimizer | None = None
+        #: (slide without the held-out cells, validation mask over it) when the model holds a validation split
+        self._validation: tuple[AnnData, np.ndarray] | None = None
         if adata is None:  # used by load()
             return
         if section_key is not None and section_key not in adata.obs:
@@ -140,6 +142,12 @@ class BaseModel:
                 raise SlideError(f"holdout mask has shape {holdout.shape}; expected ({adata.n_obs},)")
             if holdout.all():
                 raise SlideError("holdout covers every cell: nothing is left to train on")
+            train_adata = adata[~holdout]
+        val = self._validation_split(adata, holdout)
+        if val is not None:  # a validation split of the training cells, held out of training too
+            keep = ~holdout if holdout is not None else np.ones(adata.n_obs, dtype=bool)
+            self._validation = (adata[keep], np.asarray(val, dtype=bool)[keep])
+            holdout = ~keep | val
             train_adata = adata[~holdout]
         self.genes = select_genes(train_adata, genes, layer=layer,
                                   batch_key=section_key if isinstance(genes, int) and section_key else None)
@@ -157,6 +165,11 @@ class BaseModel:
     def graph_config(self) -> GraphConfig:
         """The kNN graph of the prepared slide (X_nbr, neighbour table, tiles)."""
         raise NotImplementedError
+
+    def _validation_split(self, adata: AnnData, holdout: np.ndarray | None) -> np.ndarray | None:
+        """``(n,)`` bool over ``adata``: cells outside ``holdout`` kept out of training for a validation after
+        it (:attr:`_validation`), or None (the default: no split)."""
+        return None
 
     def _after_prepare(self) -> None:
         """Model-specific structures built from ``self.data`` (e.g. CIFM's radius graph)."""

@@ -87,6 +87,15 @@ class Squint(BaseModel):
         return iter_train(self.module, self.data, np.arange(self.data.n_cells), cfg, self.device,
                           optimizer=optimizer, start_epoch=start)
 
+    def _validation_split(self, adata, holdout):
+        t = self.config.train
+        if not (t.calibrate_output and t.calibrate_holdout):
+            return None
+        from napari_squint.api.squint_calibrate import validation_discs
+
+        return validation_discs(adata, holdout, section_key=self.section_key, spatial_key=self.spatial_key,
+                                seed=t.seed)
+
     def _after_training(self):
         fit = yield from self.iter_fit_code_head()
         if fit:
