@@ -36,6 +36,8 @@ ROWS = [
 DEFAULT, NAVG, RING = "SQuINT (context) logmean", "neighbourhood average", "ring infill"
 #: where the defaults were chosen: its rows are training figures and are labelled so
 CHOSEN_ON = "merfish_animal1"
+#: the protocol's SQuINT options (benchmarks/impute_generalisation.sh); others name a run's variant
+PROTOCOL = {"heads": 8, "lambda_cell": 2.0}
 #: how the runs were made (benchmarks/impute_generalisation.sh, docs/imputation.md)
 RUN_NOTE = "2 AMD EPYC cores shared by up to five single-thread benchmark processes: seconds indicate cost only"
 
@@ -97,7 +99,7 @@ def figure(merged: dict[str, dict], path: Path) -> None:
 
     names = list(merged)
     extra = {k: v for k, v in merged[names[0]]["config"].get("options", {}).items()
-             if k not in ("heads", "lambda_cell", "num_threads")}  # options beyond the protocol's (OUT_ROOT runs)
+             if k != "num_threads" and PROTOCOL.get(k, None) != v}  # options beyond the protocol's (OUT_ROOT runs)
     squint = "SQuINT (" + (", ".join(f"{k}={v}" for k, v in extra.items()) if extra else "defaults") + ")"
     rows = [(key, label) for key, label in [("neighbourhood average", "neighbourhood average"),
                                             ("ring infill", "ring average"), (DEFAULT, squint),
@@ -185,7 +187,7 @@ def compare(roots: list[Path]) -> int:
                    d["energy"]["mean"] < a["energy"]["mean"], d["pc_gene"]["mean"] > r["pc_gene"]["mean"]]
             tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
             extra = {k: v for k, v in res["config"].get("options", {}).items()
-                     if k not in ("heads", "lambda_cell", "num_threads")}
+                     if k != "num_threads" and PROTOCOL.get(k, None) != v}
             run = ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
             print(f"| {_label(name)} | {run} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
                   f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
