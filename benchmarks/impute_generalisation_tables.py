@@ -72,15 +72,27 @@ def table(res: dict) -> list[str]:
     return lines
 
 
+def _checks(n: dict) -> list[tuple[str, bool]]:
+    """The goal's four checks of SQuINT's default X_nbr row (means over seeds)."""
+    d, a, r = n[DEFAULT], n[NAVG], n[RING]
+    return [("PC > nbr avg", d["pc_gene"]["mean"] > a["pc_gene"]["mean"]),
+            ("MMD < nbr avg", d["mmd"]["mean"] < a["mmd"]["mean"]),
+            ("energy < nbr avg", d["energy"]["mean"] < a["energy"]["mean"]),
+            ("PC > ring avg", d["pc_gene"]["mean"] > r["pc_gene"]["mean"])]
+
+
+def _variant(res: dict) -> dict:
+    """The run's SQuINT options beyond the protocol's (what an OUT_ROOT run changed)."""
+    return {k: v for k, v in res["config"].get("options", {}).items()
+            if k != "num_threads" and PROTOCOL.get(k, None) != v}
+
+
 def goal(res: dict) -> str:
     n = res["summary"]["X_nbr"]
     if DEFAULT not in n:
         return "goal: SQuINT default row missing"
-    d, a, r = n[DEFAULT], n[NAVG], n[RING]
-    checks = [("PC > nbr avg", d["pc_gene"]["mean"] > a["pc_gene"]["mean"]),
-              ("MMD < nbr avg", d["mmd"]["mean"] < a["mmd"]["mean"]),
-              ("energy < nbr avg", d["energy"]["mean"] < a["energy"]["mean"]),
-              ("PC > ring avg", d["pc_gene"]["mean"] > r["pc_gene"]["mean"])]
+    a = n[NAVG]
+    checks = _checks(n)
     text = ", ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in checks)
     if "CIFM" in n:
         c = n["CIFM"]
@@ -98,8 +110,7 @@ def figure(merged: dict[str, dict], path: Path) -> None:
     import numpy as np
 
     names = list(merged)
-    extra = {k: v for k, v in merged[names[0]]["config"].get("options", {}).items()
-             if k != "num_threads" and PROTOCOL.get(k, None) != v}  # options beyond the protocol's (OUT_ROOT runs)
+    extra = _variant(merged[names[0]])
     squint = "SQuINT (" + (", ".join(f"{k}={v}" for k, v in extra.items()) if extra else "defaults") + ")"
     rows = [(key, label) for key, label in [("neighbourhood average", "neighbourhood average"),
                                             ("ring infill", "ring average"), (DEFAULT, squint),
@@ -182,13 +193,10 @@ def compare(roots: list[Path]) -> int:
                 continue
             res = json.loads(f.read_text())
             n = res["summary"]["X_nbr"]
-            d, a, r = n[DEFAULT], n[NAVG], n[RING]
-            met = [d["pc_gene"]["mean"] > a["pc_gene"]["mean"], d["mmd"]["mean"] < a["mmd"]["mean"],
-                   d["energy"]["mean"] < a["energy"]["mean"], d["pc_gene"]["mean"] > r["pc_gene"]["mean"]]
+            d = n[DEFAULT]
+            met = [ok for _, ok in _checks(n)]
             tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
-            extra = {k: v for k, v in res["config"].get("options", {}).items()
-                     if k != "num_threads" and PROTOCOL.get(k, None) != v}
-            run = ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
+            run = ", ".join(f"{k}={v}" for k, v in _variant(res).items()) or "defaults"
             print(f"| {_label(name)} | {run} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
                   f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
     return 0

@@ -45,6 +45,15 @@ def test_choose_setting_rule():
     assert choose_setting({"settings": rows, "baselines": worse}) is rows[0]  # none does: lowest MMD
 
 
+def _garbage_at(adata, held):
+    """A copy of ``adata`` whose ``held`` cells carry random counts (a leak of them would change the result)."""
+    out = adata.copy()
+    x = out.X.toarray()
+    x[held] = np.random.default_rng(1).poisson(50.0, size=(held.sum(), x.shape[1]))
+    out.X = sp.csr_matrix(x)
+    return out
+
+
 def test_calibration_never_reads_a_held_out_cell(tissue):
     """Held-out cells are not in the model's training data, so the calibration cannot see them: replacing
     their counts by garbage changes nothing (same seed, one thread: bit-identical training)."""
@@ -53,10 +62,7 @@ def test_calibration_never_reads_a_held_out_cell(tissue):
     held = np.zeros(tissue.n_obs, dtype=bool)
     held[np.flatnonzero(tissue.obs["section"].astype(str).to_numpy() == tissue.obs["section"].astype(str)
                         .iloc[0])[:80]] = True
-    garbage = tissue.copy()
-    x = garbage.X.toarray()
-    x[held] = np.random.default_rng(1).poisson(50.0, size=(held.sum(), x.shape[1]))
-    garbage.X = sp.csr_matrix(x)
+    garbage = _garbage_at(tissue, held)
     out = []
     for adata in (tissue, garbage):
         model = train_heldout(adata, held, genes="all", **TINY)
@@ -111,10 +117,7 @@ def test_calibrate_holdout_validates_on_discs_held_out_of_training(tissue):
     assert val.any() and not (val & held).any()
     biggest = pd.Series(sec[~held]).value_counts().index[0]
     assert (sec[val] == biggest).all()
-    garbage = tissue.copy()
-    x = garbage.X.toarray()
-    x[held] = np.random.default_rng(1).poisson(50.0, size=(held.sum(), x.shape[1]))
-    garbage.X = sp.csr_matrix(x)
+    garbage = _garbage_at(tissue, held)
     out = []
     for adata in (tissue, garbage):
         model = train_heldout(adata, held, genes="all", calibrate_output=True, calibrate_holdout=True, **TINY)

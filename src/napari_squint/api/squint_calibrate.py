@@ -173,7 +173,7 @@ def calibrate_output(model, *, repeats: int = 2, seed: int | None = None) -> dic
         raise ValueError("calibrate_output needs the model's training data (a model straight after train())")
     seed = model.config.train.seed if seed is None else int(seed)
     grid = [{"residual_weight": a, "spread": s} for a in RESIDUAL_WEIGHTS for s in SPREADS]
-    split = getattr(model, "_validation", None)
+    split = model._validation
     if split is not None:  # TrainConfig.calibrate_holdout: discs the model was not trained on
         slide, val = split
         scored = score_settings(model, grid, seed=seed, data=model.prepare(slide), patches=[val])
