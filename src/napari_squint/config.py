@@ -283,7 +283,10 @@ class CifmConfig:
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
-    loss: str = "balanced_mse"  #: "balanced_mse" on log expression (eq. 15) or "poisson" on expression per 10^4
+    #: on log expression: "balanced_mse_capped" (eq. 15 where zeros are at least half the entries, plain MSE where
+    #: fewer: models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on expression per 10^4. Empty
+    #: cells (no count) are never targets
+    loss: str = "balanced_mse_capped"
     epochs: int = CIFM_EPOCHS
     lr: float = 2e-3
     lr_schedule: str = "cosine"  #: "cosine" (decay to lr_min_frac * lr over the call's epochs) or "constant"
@@ -309,7 +312,7 @@ class CifmConfig:
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
                       unit=("lr_min_frac", "blob_frac"), nonneg_float=("weight_decay", "grad_clip"),
                       choices={"lr_schedule": ("cosine", "constant"), "impute_path": ("oneshot", "infill"),
-                               "loss": ("balanced_mse", "poisson")})
+                               "loss": ("balanced_mse_capped", "balanced_mse", "mse", "poisson")})
         if not isinstance(self.act, str):
             _fail("CIFM", "act", self.act, "an activation name")
         if not isinstance(self.device, str):

@@ -94,3 +94,44 @@ def test_poisson_deviance_is_zero_at_the_target_and_minimised_by_the_mean():
     batch = torch.tensor([0] * 10 + [1] * 40)
     per = [float(poisson_deviance(t[:10], r[:10])), float(poisson_deviance(t[10:], r[10:]))]
     assert float(poisson_deviance(t, r, batch=batch)) == pytest.approx(np.mean(per), rel=1e-12)
+
+
+def test_mse_weighs_every_entry_the_same_unlike_balanced_mse():
+    from napari_squint.models.cifm_loss import LOSSES, mse
+
+    # a dense row with one zero entry: balanced MSE gives that one entry half the loss
+    t = torch.tensor([[5.0, 5.0, 5.0, 0.0]])
+    p = torch.full((1, 4), 5.0)
+    assert float(mse(t, p)) == pytest.approx(25.0 / 4)
+    assert float(balanced_mse(t, p)) == pytest.approx(0.5 * 0.0 + 0.5 * 25.0)
+    # per-sample averaging, as the other losses
+    t2 = torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]])
+    p2 = torch.zeros(3, 2)
+    batch = torch.tensor([0, 1, 1])
+    assert float(mse(t2, p2, batch=batch)) == pytest.approx((1.0 + (0.0 + 4.0) / 2) / 2)
+    assert set(LOSSES) == {"balanced_mse", "balanced_mse_capped", "mse", "poisson"}
+    with pytest.raises(ValueError, match="target is empty"):
+        mse(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+def test_capped_balance_is_eq15_on_sparse_rows_and_plain_mse_on_dense_ones():
+    from napari_squint.models.cifm_loss import LOSSES, mse
+
+    capped = LOSSES["balanced_mse_capped"]
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(6, 8, generator=g, dtype=torch.float64) * 3
+    sparse = torch.rand(6, 8, generator=g, dtype=torch.float64) * 4
+    sparse[:, :5] = 0.0  # 5 of 8 entries zero: p0 >= 0.5
+    assert float(capped(sparse, p)) == pytest.approx(float(balanced_mse(sparse, p)), rel=1e-12)
+    dense = sparse.clone()
+    dense[:, :4] = 2.0  # 1 of 8 zero: the zeros keep their share, no more
+    assert float(capped(dense, p)) == pytest.approx(float(mse(dense, p)), rel=1e-12)
+    assert float(capped(dense, p)) < float(balanced_mse(dense, p))
+    # per sample: one sparse sample, one dense one
+    both = torch.cat([sparse, dense])
+    batch = torch.tensor([0] * 6 + [1] * 6)
+    ref = (float(balanced_mse(sparse, p)) + float(mse(dense, p))) / 2
+    assert float(capped(both, torch.cat([p, p]), batch=batch)) == pytest.approx(ref, rel=1e-12)
+    # one set empty: the mean over the other, as eq. 15
+    assert float(capped(torch.zeros(2, 3), torch.ones(2, 3))) == pytest.approx(1.0)
+    assert float(capped(torch.full((2, 3), 2.0), torch.ones(2, 3))) == pytest.approx(1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from napari_squint.config import CifmConfig
@@ -120,3 +121,40 @@ def test_poisson_loss_trains():
     hist = [e.metrics["loss"] for e in gen if e.stage == "epoch"]
     assert np.isfinite(hist).all()
     assert held_out_deviance() < 0.8 * before
+
+
+def test_empty_cells_are_never_targets():
+    """A masked cell with no count at all (a failed detection) adds nothing to the loss."""
+    import torch
+
+    from napari_squint.data.cifm_batch import subgraph_batch
+    from napari_squint.train.cifm_loop import _step_loss
+
+    cfg = CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=200)
+    rng = np.random.default_rng(1)
+    coords = rng.uniform(0, 50, size=(60, 2))
+    x = np.log1p(rng.poisson(5.0, size=(60, G))).astype(np.float64)
+    x[x.sum(1) == 0, 0] = 1.0
+    empty = np.arange(60) % 4 == 0
+    x[empty] = 0.0
+    graph = build_graph(x, coords, np.zeros(60, np.int64), cfg)
+    module = make_module(cfg)
+    module.init_output(x[~empty].mean(0))
+    b = subgraph_batch(graph, np.arange(60), 2)
+    mask = np.zeros(b.nodes.size, dtype=bool)
+    mask[np.flatnonzero(empty[b.nodes])[:5]] = True
+    full = _step_loss(module, b, mask, torch.device("cpu"), "mse")
+    assert float(full.detach()) == 0.0  # only empty cells masked: no target
+    full.backward()  # still a graph to step through
+    keep = np.flatnonzero(~empty[b.nodes])[:5]
+    mask_ok = np.zeros_like(mask)
+    mask_ok[keep] = True
+    alone = float(_step_loss(module, b, mask_ok, torch.device("cpu"), "mse"))
+    with_empties = float(_step_loss(module, b, mask_ok | mask, torch.device("cpu"), "mse"))
+    assert alone > 0
+    # the empty cells are removed from the graph (voids) either way, so only their loss terms could differ
+    direct = mask_ok | mask
+    out = module.forward_masked(b.x, b.coords, torch.from_numpy(direct), b.edge_index)
+    sel = ~empty[b.nodes][direct]
+    ref = float(((b.x[torch.from_numpy(direct)][torch.from_numpy(sel)] - out[torch.from_numpy(sel)]) ** 2).mean())
+    assert with_empties == pytest.approx(ref, rel=1e-5)

@@ -18,7 +18,7 @@ from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.imputation import hops_to_observed
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_loss import balanced_mse
+from napari_squint.models.cifm_loss import LOSSES, balanced_mse
 
 if TYPE_CHECKING:
     from napari_squint.config import CifmConfig
@@ -189,7 +189,8 @@ def masked_loss(
     seed: int = 0,
     n_rounds: int | None = None,
 ) -> float:
-    """Balanced MSE of reconstructing ``cells`` under disjoint random masks.
+    """The training loss (``cfg.loss``; balanced MSE for ``"poisson"``) of reconstructing ``cells`` under disjoint
+    random masks.
 
     ``cells`` are split into ``n_rounds`` (default ``ceil(1 / mask_ratio)``)
     random disjoint groups; each group is masked in turn among the cells of
@@ -205,6 +206,8 @@ def masked_loss(
         trues.append(graph.x_in[group].toarray())
         secs.append(graph.section[group])
     p, t = torch.from_numpy(np.concatenate(preds)), torch.from_numpy(np.concatenate(trues))
-    return float(balanced_mse(t, p, batch=torch.from_numpy(np.concatenate(secs))))
+    fn = balanced_mse if cfg.loss == "poisson" else LOSSES[cfg.loss]  # reconstructions are log1p in every case
+    keep = t.sum(dim=1) > 0  # empty cells are never targets, as in training
+    return float(fn(t[keep], p[keep], batch=torch.from_numpy(np.concatenate(secs))[keep]))
 
 

@@ -36,7 +36,7 @@ from napari_squint.data.cifm_batch import SubgraphBatch, subgraph_batch
 from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_loss import balanced_mse, poisson_deviance
+from napari_squint.models.cifm_loss import LOSSES
 from napari_squint.train.events import ProgressEvent
 
 __all__ = ["blob_mask", "iter_train_cifm", "passes_per_epoch"]
@@ -117,9 +117,13 @@ def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device,
                loss: str = "balanced_mse") -> torch.Tensor:
     m = torch.from_numpy(mask).to(device)
     out = module.forward_masked(b.x.to(device), b.coords.to(device), m, b.edge_index.to(device))
-    sel = torch.from_numpy(b.core[mask]).to(device)
-    target = b.x.to(device)[m][sel]
-    fn = poisson_deviance if loss == "poisson" else balanced_mse
+    x = b.x.to(device)
+    # an empty cell (no count at all: a failed detection) is a void to the encoder, never a target
+    sel = torch.from_numpy(b.core[mask]).to(device) & (x[m].sum(dim=1) > 0)
+    if not bool(sel.any()):  # every masked core cell is empty: a zero loss that keeps the graph
+        return out.sum() * 0.0
+    target = x[m][sel]
+    fn = LOSSES[loss]
     return fn(target, out[sel], batch=b.section.to(device)[m][sel])
 
 
