@@ -230,6 +230,9 @@ def test_benchmark_extra_method_returns_counts(tissue):
     x, xn = fn(tissue, hold, test)
     assert x.shape == (test.size, tissue.n_vars) and xn.shape == x.shape
     assert (x >= 0).all() and (xn >= x - 1e-9).all()
+    # its settings, defaults resolved, for the benchmark's record
+    assert fn.settings["epochs"] == 1 and fn.settings["loss"] == "balanced_mse_capped"
+    assert make_benchmark_method(loss="mse").settings["loss"] == "mse"
 
 
 def test_impute_locations_matches_masking_an_existing_cell(trained, tissue):

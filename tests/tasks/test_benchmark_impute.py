@@ -27,11 +27,17 @@ def results(small_tissue):
         x = np.asarray(adata.X[test].toarray(), dtype=float) * 0 + 1.0
         return x, None
 
+    oracle_mean.settings = {"fill": 1.0}  # recorded in the results' config
     res = benchmark_impute(small_tissue, section="section_0", seeds=(0, 1), epochs=1, options=TINY_OPTS,
                            variants={"SQuINT": {}, "SQuINT w/o C": {"use_covariates": False}},
                            extra_methods={"constant": oracle_mean})
     res["_calls"] = calls
     return res
+
+
+def test_extra_method_settings_are_recorded(results):
+    assert results["config"]["extra_settings"] == {"constant": {"fill": 1.0}}
+    assert results["config"]["extra_methods"] == ["constant"]
 
 
 def test_every_method_and_metric_is_scored(results):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -408,4 +408,7 @@ def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_ke
         return out["imputed"], out["imputed_nbr"]
 
     method.__name__ = "cifm"
+    # every CIFM option as the model resolves it (defaults included), for the benchmark's record
+    method.settings = {k: v for k, v in asdict(CifmConfig().update(**options)).items()
+                       if k not in ("device", "num_threads")}
     return method

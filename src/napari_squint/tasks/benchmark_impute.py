@@ -51,7 +51,8 @@ the ablations ``SQuINT w/o C`` and ``SQuINT zero mask`` (first method only).
 Extra methods (e.g. CIFM) plug in through ``extra_methods``: a dict
 ``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``
 with ``(n_test, n_genes)`` counts in the benchmark's gene order
-(``imputed_nbr`` may be None: it is then the sum above).
+(``imputed_nbr`` may be None: it is then the sum above). A callable's
+``settings`` dict, if it has one, is recorded in ``config["extra_settings"]``.
 """
 
 from __future__ import annotations
@@ -350,6 +351,8 @@ def iter_benchmark_impute(
         "n_cells": int(data_all.n_obs), "n_genes": len(gene_list), "epochs": epochs or SquintConfig().epochs,
         "variants": {k: dict(v) for k, v in variants.items()}, "impute_methods": list(impute_methods),
         "options": dict(options), "extra_methods": list(extra_methods), "max_n": max_n,
+        # an extra method's resolved settings, where it states them (a ``settings`` dict attribute: CIFM's config)
+        "extra_settings": {k: dict(fn.settings) for k, fn in extra_methods.items() if hasattr(fn, "settings")},
         "graph": {"k": graph.k, "max_degree": graph.max_degree},
         # which columns were read: a 3D slide read through a 2-column key is another protocol (docs/imputation.md)
         "keys": {"section": section_key, "spatial": spatial_key, "spatial_dims": int(full.coords.shape[1])},
