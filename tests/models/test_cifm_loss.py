@@ -109,29 +109,36 @@ def test_mse_weighs_every_entry_the_same_unlike_balanced_mse():
     p2 = torch.zeros(3, 2)
     batch = torch.tensor([0, 1, 1])
     assert float(mse(t2, p2, batch=batch)) == pytest.approx((1.0 + (0.0 + 4.0) / 2) / 2)
-    assert set(LOSSES) == {"balanced_mse", "balanced_mse_capped", "mse", "poisson"}
+    assert set(LOSSES) == {"balanced_mse", "mse", "poisson"}
     with pytest.raises(ValueError, match="target is empty"):
         mse(torch.zeros(0, 3), torch.zeros(0, 3))
 
 
-def test_capped_balance_is_eq15_on_sparse_rows_and_plain_mse_on_dense_ones():
-    from napari_squint.models.cifm_loss import LOSSES, mse
+def test_capped_balance_is_eq15_on_sparse_panels_and_share_weighted_on_dense_ones():
+    import numpy as np
+    import scipy.sparse as sp
 
-    capped = LOSSES["balanced_mse_capped"]
+    from napari_squint.models.cifm_loss import capped_zero_weight, loss_function, mse
+
     g = torch.Generator().manual_seed(0)
     p = torch.rand(6, 8, generator=g, dtype=torch.float64) * 3
-    sparse = torch.rand(6, 8, generator=g, dtype=torch.float64) * 4
+    sparse = torch.rand(6, 8, generator=g, dtype=torch.float64) * 4 + 0.1
     sparse[:, :5] = 0.0  # 5 of 8 entries zero: p0 >= 0.5
+    assert capped_zero_weight(sparse.numpy()) == 0.5
+    capped = loss_function("balanced_mse_capped", sparse.numpy())
     assert float(capped(sparse, p)) == pytest.approx(float(balanced_mse(sparse, p)), rel=1e-12)
     dense = sparse.clone()
     dense[:, :4] = 2.0  # 1 of 8 zero: the zeros keep their share, no more
+    panel = np.vstack([dense.numpy(), np.zeros((3, 8))])  # empty rows do not count
+    assert capped_zero_weight(sp.csr_matrix(panel)) == pytest.approx(1 / 8)
+    capped = loss_function("balanced_mse_capped", panel)
+    # the panel's shares in every sample: on rows with the panel's share it is the plain MSE
     assert float(capped(dense, p)) == pytest.approx(float(mse(dense, p)), rel=1e-12)
     assert float(capped(dense, p)) < float(balanced_mse(dense, p))
-    # per sample: one sparse sample, one dense one
-    both = torch.cat([sparse, dense])
-    batch = torch.tensor([0] * 6 + [1] * 6)
-    ref = (float(balanced_mse(sparse, p)) + float(mse(dense, p))) / 2
-    assert float(capped(both, torch.cat([p, p]), batch=batch)) == pytest.approx(ref, rel=1e-12)
+    assert float(capped(dense, p)) == pytest.approx(float(balanced_mse(dense, p, zero_weight=1 / 8)), rel=1e-12)
     # one set empty: the mean over the other, as eq. 15
     assert float(capped(torch.zeros(2, 3), torch.ones(2, 3))) == pytest.approx(1.0)
     assert float(capped(torch.full((2, 3), 2.0), torch.ones(2, 3))) == pytest.approx(1.0)
+    assert loss_function("mse") is mse and loss_function("balanced_mse") is balanced_mse
+    with pytest.raises(ValueError, match="zero_weight"):
+        balanced_mse(dense, p, zero_weight=1.5)

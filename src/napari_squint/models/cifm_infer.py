@@ -18,7 +18,7 @@ from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.imputation import hops_to_observed
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_loss import LOSSES, balanced_mse
+from napari_squint.models.cifm_loss import balanced_mse, loss_function
 
 if TYPE_CHECKING:
     from napari_squint.config import CifmConfig
@@ -206,7 +206,8 @@ def masked_loss(
         trues.append(graph.x_in[group].toarray())
         secs.append(graph.section[group])
     p, t = torch.from_numpy(np.concatenate(preds)), torch.from_numpy(np.concatenate(trues))
-    fn = balanced_mse if cfg.loss == "poisson" else LOSSES[cfg.loss]  # reconstructions are log1p in every case
+    # reconstructions are log1p in every case; the capped balance reads the graph's share of zeros
+    fn = balanced_mse if cfg.loss == "poisson" else loss_function(cfg.loss, graph.x_in)
     keep = t.sum(dim=1) > 0  # empty cells are never targets, as in training
     return float(fn(t[keep], p[keep], batch=torch.from_numpy(np.concatenate(secs))[keep]))
 

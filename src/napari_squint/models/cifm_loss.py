@@ -18,23 +18,27 @@ intensities: 1.3 % of the entries of non-empty cells), and weight 0.5 hands
 that handful of entries half the loss: the model learns to predict far too
 little everywhere (docs/cifm.md, "STARmap 3D"). ``loss="balanced_mse_capped"``
 (the default) therefore never gives the zeros more than their share: weight
-``min(0.5, p0)`` for the zero set, ``p0`` its share of the sample's entries.
-Where ``p0 >= 0.5`` (every MERFISH and STARmap mPFC batch) it is eq. 15
-exactly; where ``p0 < 0.5`` the weights equal the shares and it is the plain
-MSE (:func:`mse`).
+``min(0.5, p0)`` for the zero set, ``p0`` the share of zero entries of the
+panel (its non-empty training cells, decided once per training run). Where
+``p0 >= 0.5`` (MERFISH, the lung tumour, STARmap mPFC) it is eq. 15 exactly;
+where ``p0 < 0.5`` (osmFISH, STARmap 3D) each set weighs what it holds of the
+panel, as in a plain MSE (:func:`mse`).
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-__all__ = ["LOSSES", "balanced_mse", "mse", "poisson_deviance"]
+__all__ = ["LOSSES", "balanced_mse", "capped_zero_weight", "loss_function", "mse", "poisson_deviance"]
 
 
-def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None, cap_zeros: bool = False) -> Tensor:
+def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None,
+                 zero_weight: float = 0.5) -> Tensor:
     """Balanced MSE between masked expression and its reconstruction (eq. 15).
 
     Parameters
@@ -47,10 +51,10 @@ def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None, c
         Optional ``(m,)`` int64 sample index of each row. Then the balanced MSE
         is computed per sample and averaged over the samples that have rows
         (the ``1/K`` sum of eq. 15). ``None`` treats all rows as one sample.
-    cap_zeros
-        Give the zero entries the weight ``min(0.5, share of zero entries)`` (per sample) instead of 0.5: the
-        paper's loss wherever zeros are at least half the entries, a plain MSE where they are fewer
-        (``loss="balanced_mse_capped"``, the default; see the module docstring).
+    zero_weight
+        Weight of the zero set (the non-zero set gets ``1 - zero_weight``); 0.5 is eq. 15.
+        ``loss="balanced_mse_capped"`` (the default) uses ``min(0.5, p0)``, ``p0`` the share of zero entries of the
+        panel's non-empty training cells (:func:`capped_zero_weight`; see the module docstring).
 
     Returns
     -------
@@ -89,8 +93,9 @@ def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None, c
     has_pos, has_neg = (n_pos > 0).to(se.dtype), (n_neg > 0).to(se.dtype)
     mean_pos = sums_pos / n_pos.clamp_min(1)
     mean_neg = sums_neg / n_neg.clamp_min(1)
-    w_neg = 0.5 if not cap_zeros else torch.clamp(n_neg / (n_pos + n_neg).clamp_min(1), max=0.5)
-    w_pos, w_neg = has_pos * (1.0 - w_neg), has_neg * w_neg
+    if not 0.0 <= zero_weight <= 1.0:
+        raise ValueError(f"zero_weight must be in [0, 1], got {zero_weight!r}")
+    w_pos, w_neg = has_pos * (1.0 - zero_weight), has_neg * zero_weight
     n_sets = w_pos + w_neg  # 0 only for samples without rows
     per = (w_pos * mean_pos + w_neg * mean_neg) / torch.where(n_sets > 0, n_sets, torch.ones_like(n_sets))
     if batch is None:
@@ -158,6 +163,23 @@ def mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None) -> Tensor:
     return _sample_mean(((target.to(pred.dtype) - pred) ** 2).mean(dim=1), batch)
 
 
-#: CifmConfig.loss -> loss function(target, pred, batch=)
-LOSSES = {"balanced_mse": balanced_mse, "balanced_mse_capped": partial(balanced_mse, cap_zeros=True), "mse": mse,
-          "poisson": poisson_deviance}
+def capped_zero_weight(x) -> float:
+    """``min(0.5, p0)``: ``p0`` the share of zero entries among the non-empty rows of ``x`` (n, g), sparse or dense."""
+    x = sp.csr_matrix(x)
+    nonempty = np.asarray(x.sum(axis=1)).ravel() > 0
+    if not nonempty.any():
+        return 0.5
+    nz = int((x[nonempty] != 0).sum())
+    return float(min(0.5, 1.0 - nz / (int(nonempty.sum()) * x.shape[1])))
+
+
+def loss_function(name: str, x=None):
+    """The loss ``fn(target, pred, batch=)`` of ``CifmConfig.loss``; ``x``: the training inputs (n, g), which set
+    ``balanced_mse_capped``'s zero weight (:func:`capped_zero_weight`)."""
+    if name == "balanced_mse_capped":
+        return partial(balanced_mse, zero_weight=capped_zero_weight(x) if x is not None else 0.5)
+    return LOSSES[name]
+
+
+#: CifmConfig.loss -> loss function(target, pred, batch=); ``balanced_mse_capped`` needs the data: loss_function
+LOSSES = {"balanced_mse": balanced_mse, "mse": mse, "poisson": poisson_deviance}

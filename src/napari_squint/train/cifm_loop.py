@@ -26,6 +26,7 @@ distances.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from napari_squint.data.cifm_batch import SubgraphBatch, subgraph_batch
 from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
-from napari_squint.models.cifm_loss import LOSSES
+from napari_squint.models.cifm_loss import loss_function
 from napari_squint.train.events import ProgressEvent
 
 __all__ = ["blob_mask", "iter_train_cifm", "passes_per_epoch"]
@@ -114,7 +115,7 @@ def passes_per_epoch(n_cells: int, cfg: CifmConfig, n_epochs: int) -> int:
 
 
 def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device,
-               loss: str = "balanced_mse") -> torch.Tensor:
+               loss: str | Callable = "balanced_mse") -> torch.Tensor:
     m = torch.from_numpy(mask).to(device)
     out = module.forward_masked(b.x.to(device), b.coords.to(device), m, b.edge_index.to(device))
     x = b.x.to(device)
@@ -123,7 +124,7 @@ def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device,
     if not bool(sel.any()):  # every masked core cell is empty: a zero loss that keeps the graph
         return out.sum() * 0.0
     target = x[m][sel]
-    fn = LOSSES[loss]
+    fn = loss_function(loss) if isinstance(loss, str) else loss
     return fn(target, out[sel], batch=b.section.to(device)[m][sel])
 
 
@@ -169,6 +170,7 @@ def iter_train_cifm(
     if optimizer is None:
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     passes = passes_per_epoch(cells.size, cfg, cfg.epochs - start_epoch)
+    loss_fn = loss_function(cfg.loss, graph.x_in[cells])  # the capped balance reads the panel's share of zeros
     n_batches_est = passes * max(1, int(np.ceil(cells.size / cfg.batch_size)))
     total_steps = max(1, n_batches_est * (cfg.epochs - start_epoch))
     done = 0
@@ -195,7 +197,7 @@ def iter_train_cifm(
                               blob_frac=cfg.blob_frac, blob_cells=cfg.blob_cells)
             lr = set_lr()
             done += 1
-            loss = _step_loss(module, b, mask, device, cfg.loss)
+            loss = _step_loss(module, b, mask, device, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
