@@ -283,9 +283,9 @@ class CifmConfig:
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
-    #: on log expression: "balanced_mse_capped" (eq. 15 where zeros are at least half the entries, plain MSE where
-    #: fewer: models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on expression per 10^4. Empty
-    #: cells (no count) are never targets
+    #: on log expression: "balanced_mse_capped" (zeros weigh min(0.5, their share of the panel): eq. 15 on sparse
+    #: panels, share weights on dense ones; models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on
+    #: expression per 10^4. Empty cells (no count) are never targets
     loss: str = "balanced_mse_capped"
     epochs: int = CIFM_EPOCHS
     lr: float = 2e-3
