@@ -39,7 +39,8 @@ CHOSEN_ON = "merfish_animal1"
 #: the protocol's SQuINT options (benchmarks/impute_generalisation.sh); others name a run's variant
 PROTOCOL = {"heads": 8, "lambda_cell": 2.0}
 #: how the runs were made (benchmarks/impute_generalisation.sh, docs/imputation.md)
-RUN_NOTE = "2 AMD EPYC cores shared by up to five single-thread benchmark processes: seconds indicate cost only"
+RUN_NOTE = ("2 AMD EPYC cores, one torch thread per run, shared by two to five benchmark runs at once: "
+            "seconds indicate cost only")
 
 
 def _label(name: str) -> str:
