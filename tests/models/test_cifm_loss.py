@@ -142,3 +142,13 @@ def test_capped_balance_is_eq15_on_sparse_panels_and_share_weighted_on_dense_one
     assert loss_function("mse") is mse and loss_function("balanced_mse") is balanced_mse
     with pytest.raises(ValueError, match="zero_weight"):
         balanced_mse(dense, p, zero_weight=1.5)
+
+
+def test_a_zero_weighted_set_alone_is_still_scored():
+    # zero_weight 0 (a panel without zeros) and a sample of zeros only: the mean over that set, not nan
+    t = torch.zeros(2, 3)
+    p = torch.ones(2, 3)
+    assert float(balanced_mse(t, p, zero_weight=0.0)) == pytest.approx(1.0)
+    both = torch.cat([t, torch.full((2, 3), 3.0)])
+    batch = torch.tensor([0, 0, 1, 1])
+    assert float(balanced_mse(both, torch.ones(4, 3), batch=batch, zero_weight=0.0)) == pytest.approx((1.0 + 4.0) / 2)

@@ -96,12 +96,13 @@ def balanced_mse(target: Tensor, pred: Tensor, *, batch: Tensor | None = None,
     if not 0.0 <= zero_weight <= 1.0:
         raise ValueError(f"zero_weight must be in [0, 1], got {zero_weight!r}")
     w_pos, w_neg = has_pos * (1.0 - zero_weight), has_neg * zero_weight
-    n_sets = w_pos + w_neg  # 0 only for samples without rows
+    n_sets = w_pos + w_neg  # 0 for samples without rows, or whose only set has weight 0
     per = (w_pos * mean_pos + w_neg * mean_neg) / torch.where(n_sets > 0, n_sets, torch.ones_like(n_sets))
+    has = has_pos + has_neg
+    per = torch.where(n_sets > 0, per, (has_pos * mean_pos + has_neg * mean_neg) / has.clamp_min(1))
     if batch is None:
         return per
-    present = n_sets > 0
-    return per[present].mean()
+    return per[has > 0].mean()
 
 
 def poisson_deviance(target_log: Tensor, rate: Tensor, *, batch: Tensor | None = None) -> Tensor:
