@@ -128,6 +128,7 @@ def test_empty_cells_are_never_targets():
     import torch
 
     from napari_squint.data.cifm_batch import subgraph_batch
+    from napari_squint.models.cifm_loss import mse
     from napari_squint.train.cifm_loop import _step_loss
 
     cfg = CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=200)
@@ -143,14 +144,14 @@ def test_empty_cells_are_never_targets():
     b = subgraph_batch(graph, np.arange(60), 2)
     mask = np.zeros(b.nodes.size, dtype=bool)
     mask[np.flatnonzero(empty[b.nodes])[:5]] = True
-    full = _step_loss(module, b, mask, torch.device("cpu"), "mse")
+    full = _step_loss(module, b, mask, torch.device("cpu"), mse)
     assert float(full.detach()) == 0.0  # only empty cells masked: no target
     full.backward()  # still a graph to step through
     keep = np.flatnonzero(~empty[b.nodes])[:5]
     mask_ok = np.zeros_like(mask)
     mask_ok[keep] = True
-    alone = float(_step_loss(module, b, mask_ok, torch.device("cpu"), "mse"))
-    with_empties = float(_step_loss(module, b, mask_ok | mask, torch.device("cpu"), "mse"))
+    alone = float(_step_loss(module, b, mask_ok, torch.device("cpu"), mse))
+    with_empties = float(_step_loss(module, b, mask_ok | mask, torch.device("cpu"), mse))
     assert alone > 0
     # the empty cells are removed from the graph (voids) either way, so only their loss terms could differ
     direct = mask_ok | mask

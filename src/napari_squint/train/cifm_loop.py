@@ -114,18 +114,17 @@ def passes_per_epoch(n_cells: int, cfg: CifmConfig, n_epochs: int) -> int:
     return max(1, int(np.ceil(cfg.min_steps / (per_pass * n_epochs))))
 
 
-def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device,
-               loss: str | Callable = "balanced_mse") -> torch.Tensor:
+def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device, loss: Callable) -> torch.Tensor:
+    """``loss`` (:func:`~napari_squint.models.cifm_loss.loss_function`) of the batch's masked core cells."""
     m = torch.from_numpy(mask).to(device)
-    out = module.forward_masked(b.x.to(device), b.coords.to(device), m, b.edge_index.to(device))
     x = b.x.to(device)
+    out = module.forward_masked(x, b.coords.to(device), m, b.edge_index.to(device))
+    xm = x[m]
     # an empty cell (no count at all: a failed detection) is a void to the encoder, never a target
-    sel = torch.from_numpy(b.core[mask]).to(device) & (x[m].sum(dim=1) > 0)
+    sel = torch.from_numpy(b.core[mask]).to(device) & (xm.sum(dim=1) > 0)
     if not bool(sel.any()):  # every masked core cell is empty: a zero loss that keeps the graph
         return out.sum() * 0.0
-    target = x[m][sel]
-    fn = loss_function(loss) if isinstance(loss, str) else loss
-    return fn(target, out[sel], batch=b.section.to(device)[m][sel])
+    return loss(xm[sel], out[sel], batch=b.section.to(device)[m][sel])
 
 
 def iter_train_cifm(
