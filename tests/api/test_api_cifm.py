@@ -226,12 +226,17 @@ def test_benchmark_extra_method_returns_counts(tissue):
     hold = np.zeros(tissue.n_obs, dtype=bool)
     hold[100:130] = True
     test = np.flatnonzero(hold)[::2]
-    fn = make_benchmark_method(epochs=1, **{k: v for k, v in SMALL.items() if k != "seed"})
-    x, xn = fn(tissue, hold, test)
+    opts = {k: v for k, v in SMALL.items() if k != "seed"}
+    fn = make_benchmark_method(epochs=1, **opts)
+    x, xn = fn(tissue, hold, test, 0)
     assert x.shape == (test.size, tissue.n_vars) and xn.shape == x.shape
     assert (x >= 0).all() and (xn >= x - 1e-9).all()
+    # trained with the run's seed: another run seed gives another model; a fixed seed ignores the run's
+    assert not np.allclose(fn(tissue, hold, test, 1)[0], x)
+    np.testing.assert_allclose(make_benchmark_method(epochs=1, seed=0, **opts)(tissue, hold, test, 1)[0], x)
     # its settings, defaults resolved, for the benchmark's record
     assert fn.settings["epochs"] == 1 and fn.settings["loss"] == "balanced_mse_capped"
+    assert fn.settings["seed"] == "the run's seed" and make_benchmark_method(seed=3).settings["seed"] == 3
     assert make_benchmark_method(loss="mse").settings["loss"] == "mse"
 
 

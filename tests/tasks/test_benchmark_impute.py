@@ -22,8 +22,8 @@ TINY_OPTS = dict(batch_size=256, codebook_size=8, heads=2, latent=16, hidden=32,
 def results(small_tissue):
     calls = []
 
-    def oracle_mean(adata, held, test):  # an extra method through the hook
-        calls.append((held.sum(), test.size))
+    def oracle_mean(adata, held, test, seed):  # an extra method through the hook
+        calls.append((held.sum(), test.size, seed))
         x = np.asarray(adata.X[test].toarray(), dtype=float) * 0 + 1.0
         return x, None
 
@@ -65,7 +65,8 @@ def test_runs_and_extra_hook(results, small_tissue):
     for r in results["runs"]:
         assert r["n_test"] == 3 * round(0.03 * in_sec)
         assert r["n_train"] == small_tissue.n_obs - r["n_test"]
-    assert results["_calls"] == [(r["n_test"], r["n_test"]) for r in results["runs"]]
+    # each call gets the run's seed (a trained extra method varies with it, as SQuINT does)
+    assert results["_calls"] == [(r["n_test"], r["n_test"], r["seed"]) for r in results["runs"]]
     assert results["config"]["section"] == "section_0"
 
 
@@ -82,7 +83,7 @@ def test_write_results(results, tmp_path):
 def test_extra_method_shape_is_checked(small_tissue):
     with pytest.raises(SlideError, match="returned shape"):
         benchmark_impute(small_tissue, section="section_0", seeds=(0,), variants={}, sampled=False,
-                         extra_methods={"bad": lambda a, h, t: (np.zeros((2, 2)), None)})
+                         extra_methods={"bad": lambda a, h, t, s: (np.zeros((2, 2)), None)})
 
 
 def test_guided_average_copies_the_matching_neighbours():

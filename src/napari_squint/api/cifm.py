@@ -387,28 +387,33 @@ def benchmark_method(
 
 
 def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_key: str = K.SPATIAL_KEY,
-                          genes: int | str | Sequence[str] | None = "all", seed: int = 0,
-                          **options) -> Callable[[AnnData, np.ndarray, np.ndarray], tuple]:
+                          genes: int | str | Sequence[str] | None = "all", seed: int | None = None,
+                          **options) -> Callable[[AnnData, np.ndarray, np.ndarray, int], tuple]:
     """An ``extra_methods`` entry for :func:`napari_squint.tasks.benchmark_impute.benchmark_impute`.
 
     >>> from napari_squint.tasks.benchmark_impute import benchmark_impute
     >>> res = benchmark_impute(adata, extra_methods={"CIFM": make_benchmark_method(epochs=30)})
 
+    ``seed=None`` (the default) trains CIFM with each benchmark run's seed, as SQuINT is, so the spread over
+    seeds covers training as well as the patches; an integer fixes it for every run.
+
     Returns
     -------
     callable
-        ``fn(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``, both
+        ``fn(adata, holdout_mask, test_idx, run_seed) -> (imputed, imputed_nbr)``, both
         ``(n_test, n_genes)`` counts; ``imputed_nbr`` sums, on the same kNN
         graph as the benchmark's ``X_nbr`` (``k=8``), the measured counts of
         observed members and CIFM's imputed counts of held-out members.
     """
-    def method(adata: AnnData, holdout: np.ndarray, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def method(adata: AnnData, holdout: np.ndarray, test_idx: np.ndarray,
+               run_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         out = benchmark_method(adata, holdout, test_idx, section_key=section_key, spatial_key=spatial_key,
-                               genes=genes, seed=seed, **options)
+                               genes=genes, seed=run_seed if seed is None else seed, **options)
         return out["imputed"], out["imputed_nbr"]
 
     method.__name__ = "cifm"
     # every CIFM option as the model resolves it (defaults included), for the benchmark's record
     method.settings = {k: v for k, v in asdict(CifmConfig().update(**options)).items()
                        if k not in ("device", "num_threads")}
+    method.settings["seed"] = "the run's seed" if seed is None else int(seed)
     return method

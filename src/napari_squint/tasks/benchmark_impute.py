@@ -49,7 +49,8 @@ negative-binomial counts with the learned dispersions); the
 the ablations ``SQuINT w/o C`` and ``SQuINT zero mask`` (first method only).
 
 Extra methods (e.g. CIFM) plug in through ``extra_methods``: a dict
-``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``
+``name -> callable(adata, holdout_mask, test_idx, seed) -> (imputed, imputed_nbr)``
+(``seed``: the run's seed, so a trained method varies from seed to seed as SQuINT does)
 with ``(n_test, n_genes)`` counts in the benchmark's gene order
 (``imputed_nbr`` may be None: it is then the sum above). A callable's
 ``settings`` dict, if it has one, is recorded in ``config["extra_settings"]``.
@@ -81,7 +82,8 @@ MODEL_VARIANTS: dict[str, dict] = {
     "SQuINT zero mask": {"learnable_mask": False},
 }
 
-ExtraMethod = Callable[[AnnData, np.ndarray, np.ndarray], tuple]
+#: ``fn(adata, holdout_mask, test_idx, seed) -> imputed`` or ``(imputed, imputed_nbr)``
+ExtraMethod = Callable[[AnnData, np.ndarray, np.ndarray, int], tuple]
 
 
 def _subset_sections(adata: AnnData, sections: Sequence[str] | None, section_key: str | None,
@@ -198,7 +200,8 @@ def iter_benchmark_impute(
         Also score :func:`guided_average` (a hybrid: the model picks which
         nearby measured cells to average), for the first variant and method.
     extra_methods
-        ``name -> callable(adata, holdout_mask, test_idx) -> (imputed, imputed_nbr)``.
+        ``name -> callable(adata, holdout_mask, test_idx, seed) -> (imputed, imputed_nbr)``; ``seed`` is the
+        run's seed.
     options
         Extra :class:`~napari_squint.config.SquintConfig` options for
         every variant (``hidden=``, ``heads=``, ``batch_size=``, ``num_threads=``...).
@@ -326,7 +329,7 @@ def iter_benchmark_impute(
         # ---- extra methods ----
         for name, fn in extra_methods.items():
             t0 = time.perf_counter()
-            out = fn(data_all, held.copy(), test.copy())
+            out = fn(data_all, held.copy(), test.copy(), int(seed))
             x, xn = out if isinstance(out, tuple) else (out, None)
             x = np.asarray(x, dtype=np.float64)
             if x.shape != truth.shape:
