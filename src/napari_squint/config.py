@@ -96,6 +96,10 @@ class ModelConfig:
     """Architecture of the SQuINT module (paper section 4.2)."""
 
     hidden: int = 128  #: width of the encoder MLP and decoder
+    #: the encoder reads at most this many genes: the panel's most variable ones (scanpy's seurat_v3 on the training
+    #: counts, per section); the decoders still predict every gene. None: every gene. Hundreds of genes that do not
+    #: depend on the cell type swamp the encoder's input and it collapses (docs/benchmarks.md, the wide panel)
+    input_genes: int | None = None
     latent: int = 64  #: latent width (split across codebook heads)
     codebook_size: int = 32  #: codes per head
     heads: int = 2  #: codebook heads; vocabulary = codebook_size ** heads
@@ -117,6 +121,8 @@ class ModelConfig:
     token_temperature: float = 1.0
     #: strength of the local residual correction of draw="logmean" in-painting (1: the full mean residual)
     residual_weight: float = 1.0
+    #: measured microenvironments averaged into each target's residual correction (None: the graph's k)
+    residual_k: int | None = None
     #: draw="logmean": widen the spread of the cells imputed together around their mean by this factor, gene by
     #: gene in log-normalised space (1: none; api/squint_impute.py, widen_spread)
     spread: float = 1.0
@@ -128,7 +134,7 @@ class ModelConfig:
         check_options("SQuINT", self, pos_int=("hidden", "latent", "codebook_size", "heads", "batch_embed", "adj_dim",
                                                "token_mixture"),
                       unit=("ema_decay",), nonneg_float=("dead_threshold", "residual_weight"),
-                      pos_float=("spread", "token_temperature"),
+                      pos_float=("spread", "token_temperature"), optional_pos_int=("residual_k", "input_genes"),
                       booleans=("use_covariates", "learnable_mask", "code_head", "code_head_context"))
         if self.latent % self.heads:
             _fail("SQuINT", "latent", self.latent, f"a multiple of heads={self.heads}")

@@ -128,3 +128,56 @@ def test_impute_cells_logmean_uses_the_predictive_moments(trained_tiny):
     want = expected_log1p(lm["mean"], moment_matched_theta(lm["mean"], lm["var"]), s)
     np.testing.assert_allclose(np.log1p(s * lm["imputed"]), want, rtol=1e-6, atol=1e-9)
     assert np.all(lm["imputed"] <= mean["imputed"] + 1e-9)
+
+
+def test_input_genes_narrows_the_encoder_to_the_most_variable_genes(tissue, tmp_path):
+    """input_genes=N: the encoder reads the panel's N most variable training genes, the decoders every gene;
+    a non-input gene's counts do not move a latent; the choice survives saving; older folders load."""
+    import json
+
+    import scipy.sparse as sp
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from napari_squint.data.genes import most_variable
+    from napari_squint.train.checkpoint import CHECKSUM_KEY, sha256_file
+
+    opts = dict(epochs=1, batch_size=256, codebook_size=8, heads=1, latent=8, hidden=16, seed=0)
+    m = Squint(tissue, input_genes=6, **opts)
+    m.train()
+    idx = m.module.input_idx.cpu().numpy()
+    np.testing.assert_array_equal(idx, most_variable(m.data.counts, 6, batch=m.data.batch))
+    assert m.module.enc_mlp[0].in_features == 6 and m.module.mask_token.shape == (6,)
+    probs = m.encode(m.data, decode=True)["probs"]
+    assert probs.shape == (m.data.n_cells, tissue.n_vars)  # every gene decoded
+    # the latents read only the input genes: swap two other genes' counts (read depths unchanged), same latents
+    o1, o2 = np.setdiff1d(np.arange(tissue.n_vars), idx)[:2]
+    b = tissue.copy()
+    X = b.X.toarray()
+    X[:, [o1, o2]] = X[:, [o2, o1]]
+    b.X = sp.csr_matrix(X)
+    assert not np.array_equal(X, tissue.X.toarray())
+    lat = m.encode(m.prepare(tissue))["latent"]
+    np.testing.assert_allclose(m.encode(m.prepare(b))["latent"], lat, rtol=1e-4, atol=1e-5)
+    # saved and loaded: same input genes, same latents
+    m.save(tmp_path / "m")
+    back = Squint.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.module.input_idx.cpu().numpy(), idx)
+    np.testing.assert_allclose(back.encode(back.prepare(tissue))["latent"], lat, rtol=1e-5, atol=1e-6)
+    # a folder written before the option existed (no input_idx, no input_genes) loads, reading every gene
+    full = Squint(tissue, **opts)
+    full.save(tmp_path / "old")
+    w = load_file(tmp_path / "old" / "model.safetensors")
+    del w["input_idx"]
+    save_file(w, tmp_path / "old" / "model.safetensors")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg["model"].pop("input_genes")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    meta[CHECKSUM_KEY] = sha256_file(tmp_path / "old" / "model.safetensors")
+    (tmp_path / "old" / "meta.json").write_text(json.dumps(meta))
+    old = Squint.load(tmp_path / "old")
+    assert old.config.model.input_genes is None and old.module.n_input == tissue.n_vars
+    assert torch.equal(old.module.input_idx.cpu(), torch.arange(tissue.n_vars))
+    with pytest.raises(ValueError, match="input_genes"):
+        Squint(tissue, input_genes=0, **opts)

@@ -25,6 +25,17 @@ def test_train_then_tokens(tmp_path, slide, capsys):
     assert "squint_token" not in src.obs  # the input file is untouched
 
 
+def test_train_input_genes_narrows_the_encoder_only(tmp_path, slide):
+    from napari_squint.api.squint import Squint
+
+    rc = main(["train", str(slide), "--out", str(tmp_path / "m"), "--epochs", "1", "--codebook-size", "8",
+               "--batch-size", "256", "--input-genes", "5"])
+    assert rc == 0
+    m = Squint.load(tmp_path / "m")
+    assert m.config.model.input_genes == 5 and m.module.enc_mlp[0].in_features == 5
+    assert len(m.genes) == ad.read_h5ad(slide).n_vars  # every gene is still modelled
+
+
 def test_clear_error_exit_code(tmp_path, slide, capsys):
     rc = main(["train", str(slide), "--out", str(tmp_path / "m"), "--section-key", "slice"])
     assert rc == 2

@@ -28,3 +28,12 @@ def test_align_genes_fills_zeros(tissue):
     assert out.var_names.tolist() == genes
     assert out.X[:, 1].nnz == 0
     assert (out.X[:, 2] != tissue[:, "gene_0000"].X).nnz == 0
+
+
+def test_most_variable_gives_the_positions_select_genes_names(tissue):
+    from napari_squint.data.genes import most_variable, select_genes
+
+    idx = most_variable(tissue.X, 7, batch=tissue.obs["section"].to_numpy())
+    names = select_genes(tissue, 7, batch_key="section")
+    assert idx.tolist() == sorted(tissue.var_names.get_indexer(names).tolist()) and idx.size == 7
+    assert most_variable(tissue.X, tissue.n_vars + 5).tolist() == list(range(tissue.n_vars))

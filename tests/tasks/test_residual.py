@@ -144,3 +144,25 @@ def test_a_target_set_imputed_again_reuses_the_models_pass(tiny_model, small_tis
     assert not np.allclose(again["imputed"], first["imputed"])
     imp.engine.impute(imp.target_set(targets), **opts)  # another TargetSet: a new pass
     assert calls
+
+
+def test_residual_k_sets_how_many_measured_cells_are_averaged(tiny_model, small_tissue):
+    """The correction at a point is the mean residual of its residual_k nearest clean cells (None: the graph's k)."""
+    from scipy.spatial import cKDTree
+
+    model = copy.deepcopy(tiny_model)
+    imp = Imputer(model, small_tissue)
+    eng, d = imp.engine, imp.data
+    targets = np.zeros(d.n_cells, dtype=bool)
+    targets[:40] = True
+    sec = str(eng.section_labels[100])
+    pool = np.flatnonzero(clean_cells(d.nbr, targets) & eng.in_section(sec))
+    xy = d.coords[[100, 150]].astype(np.float64)
+    for k, want in ((None, model.config.graph.k), (3, 3), (25, 25)):
+        model.config.update(residual_k=k)
+        got = eng.local_correction(xy, np.array([sec, sec]), targets)
+        _, nn = cKDTree(d.coords[pool]).query(xy, k=want)
+        ref = microenvironment_residuals(model, d, pool[nn.ravel()]).reshape(2, want, -1).mean(axis=1)
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="residual_k"):
+        model.config.update(residual_k=0)

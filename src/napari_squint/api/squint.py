@@ -79,6 +79,14 @@ class Squint(BaseModel):
     def _make_module(self, n_genes: int, n_sections: int) -> SquintModule:
         return SquintModule(n_genes, n_sections, self.config.graph.n_rbf, self.config.model)
 
+    def _init_from_data(self) -> None:
+        m = self.module
+        if m.n_input < m.n_genes:  # the encoder reads the panel's most variable genes (ModelConfig.input_genes)
+            from napari_squint.data.genes import most_variable
+
+            idx = most_variable(self.data.counts, m.n_input, batch=self.data.batch)
+            m.input_idx.copy_(torch.from_numpy(idx).to(m.input_idx.device))
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.module, self.config.train)
 
@@ -115,6 +123,9 @@ class Squint(BaseModel):
     def _adapt_state(self, state: dict) -> None:
         if not any(k.startswith("code_head.") for k in state):  # saved before the masked-code head existed
             self.config.model.code_head = False
+        if "input_idx" not in state:  # saved before the encoder's input could be narrowed: it read every gene
+            self.config.model.input_genes = None
+            state["input_idx"] = torch.arange(len(self.genes))
 
     def _load_state(self, state: dict) -> None:
         for key in ("token_codes", "token_counts"):

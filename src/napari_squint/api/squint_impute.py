@@ -241,7 +241,7 @@ class SquintImputeEngine(ImputeEngine):
         cell.
         """
         d = self.data
-        k = self.model.config.graph.k
+        k = self.model.config.model.residual_k or self.model.config.graph.k
         out = np.zeros((len(xy), d.n_genes))
         if self._resid is None:
             self._resid = np.zeros((d.n_cells, d.n_genes), dtype=np.float32)

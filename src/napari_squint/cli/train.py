@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--heads", type=common.positive_int, default=None)
     p.add_argument("--k", type=common.positive_int, default=None, help="nearest neighbours (default 8)")
     p.add_argument("--batch-size", type=common.positive_int, default=None)
+    p.add_argument("--input-genes", type=common.positive_int, default=None,
+                   help="SQuINT: the encoder reads only the N most variable genes; every gene is still predicted "
+                        "(for wide panels whose model collapses; docs/benchmarks.md)")
     p.add_argument("--no-covariates", action="store_true", help="the 'SQuINT w/o C' ablation")
     p.add_argument("--zero-mask", action="store_true", help="the zero-mask ablation (no learnable mask token)")
     p.add_argument("--holdout", default=None, help="GeoJSON polygons whose cells are excluded from training")
@@ -31,7 +34,7 @@ def add_parser(sub) -> None:
 
 def options(args) -> dict:
     opts = {"seed": args.seed, "device": args.device}
-    for name in ("epochs", "codebook_size", "heads", "k", "batch_size"):
+    for name in ("epochs", "codebook_size", "heads", "k", "batch_size", "input_genes"):
         v = getattr(args, name, None)
         if v is not None:
             opts[name] = v

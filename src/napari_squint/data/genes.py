@@ -69,6 +69,23 @@ def select_genes(
     return names
 
 
+def most_variable(counts, n: int, *, batch: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``n`` most variable columns of a cells x genes count matrix, in column order.
+
+    scanpy's ``seurat_v3`` flavour on counts, per batch when ``batch`` (n_cells,) is given (as
+    :func:`select_genes` with an integer). ``n`` at least the number of columns gives every column.
+    """
+    n_genes = counts.shape[1]
+    if n >= n_genes:
+        return np.arange(n_genes)
+    tmp = AnnData(X=counts)
+    tmp.var_names = [f"g{i}" for i in range(n_genes)]
+    if batch is not None:
+        tmp.obs["batch"] = np.asarray(batch).astype(str)
+    names = select_genes(tmp, int(n), batch_key=None if batch is None else "batch")
+    return np.sort(np.array([int(g[1:]) for g in names], dtype=np.int64))
+
+
 def align_genes(adata: AnnData, genes: Sequence[str], *, layer: str | None = None) -> AnnData:
     """A new AnnData with exactly ``genes`` (model order); genes absent from the slide are all-zero.
 

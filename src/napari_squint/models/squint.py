@@ -85,8 +85,13 @@ class SquintModule(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.n_genes, self.n_batches, self.n_cond = n_genes, n_batches, n_cond
-        self.mask_token = nn.Parameter(torch.zeros(n_genes), requires_grad=cfg.learnable_mask)
-        self.enc_mlp = mlp([n_genes, cfg.hidden, cfg.hidden], last_activation=True)
+        # the encoder's input genes (ModelConfig.input_genes): their positions in the panel, chosen from the
+        # training counts by the model's owner (api/squint.py); all genes, in order, when not narrowed
+        n_in = n_genes if cfg.input_genes is None else min(int(cfg.input_genes), n_genes)
+        self.n_input = n_in
+        self.register_buffer("input_idx", torch.arange(n_in))
+        self.mask_token = nn.Parameter(torch.zeros(n_in), requires_grad=cfg.learnable_mask)
+        self.enc_mlp = mlp([n_in, cfg.hidden, cfg.hidden], last_activation=True)
         self.sage = SAGEConv(cfg.hidden, cfg.latent, aggr="mean")
         cond_dim = (n_cond + cfg.batch_embed) if cfg.use_covariates else 0
         self.cond_dim = cond_dim
@@ -131,8 +136,13 @@ class SquintModule(nn.Module):
             return None
         return torch.cat([cond, self.batch_emb(batch_id)], dim=-1)
 
+    def encoder_input(self, x_in: torch.Tensor) -> torch.Tensor:
+        """The columns of ``x_in`` (all genes) that the encoder reads (``ModelConfig.input_genes``)."""
+        return x_in if self.n_input == self.n_genes else x_in.index_select(1, self.input_idx)
+
     def masked_input(self, x_in: torch.Tensor, masked: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        """Eq. 4: masked nodes get the mask token plus N(0, noise^2) noise."""
+        """Eq. 4: masked nodes get the mask token plus N(0, noise^2) noise (on the encoder's input genes)."""
+        x_in = self.encoder_input(x_in)
         if not bool(masked.any()):
             return x_in
         m = self.mask_token.to(x_in.dtype).expand(int(masked.sum()), -1)
@@ -148,7 +158,7 @@ class SquintModule(nn.Module):
         ``raw=True`` returns the latents before centring (used to calibrate it).
         """
         # = enc_mlp(masked_input(...)) without the first layer's input gradient (nn/mlp.py)
-        h_all = mlp_masked_rows(self.enc_mlp, batch.x_in, batch.masked, self.mask_token, noise)
+        h_all = mlp_masked_rows(self.enc_mlp, self.encoder_input(batch.x_in), batch.masked, self.mask_token, noise)
         h = self.sage((h_all, h_all[batch.seed_local]), batch.edge_index)
         c = self.conditions(batch.cond, batch.batch_id)
         if self.enc_film is not None:
