@@ -289,6 +289,9 @@ class CifmConfig:
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
+    #: impute_cells adds the mean masked-reconstruction error of each target's k nearest measured cells
+    #: (api/cifm_residual.py; off: docs/cifm.md)
+    residual: bool = False
     #: on log expression: "balanced_mse_capped" (zeros weigh min(0.5, their share of the panel): eq. 15 on sparse
     #: panels, share weights on dense ones; models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on
     #: expression per 10^4. Empty cells (no count) are never targets
@@ -317,6 +320,7 @@ class CifmConfig:
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
                       unit=("lr_min_frac", "blob_frac"), nonneg_float=("weight_decay", "grad_clip"),
+                      booleans=("residual",),
                       choices={"lr_schedule": ("cosine", "constant"), "impute_path": ("oneshot", "infill"),
                                "loss": ("balanced_mse_capped", "balanced_mse", "mse", "poisson")})
         if not isinstance(self.act, str):

@@ -206,6 +206,11 @@ class Cifm(BaseModel):
         # the latent
         all_masked = np.flatnonzero(masked)
         x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
+        if self.config.residual and all_masked.size:
+            x_all = x_all.tolil()
+            x_all[all_masked] = np.maximum(x_all[all_masked].toarray() + self._local_correction(data, graph, masked,
+                                                                                                 all_masked), 0.0)
+            x_all = x_all.tocsr()
         x_cells = x_all[cells].toarray()
         seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
         if seen.any():
@@ -218,6 +223,23 @@ class Cifm(BaseModel):
         return {"imputed": imputed, "imputed_nbr": nbr_sum, "x_log": x_cells,
                 "tokens": np.full(cells.size, -1, dtype=np.int64),
                 "codes": np.zeros((cells.size, 0), dtype=np.int64), "latent": latent, "cells": cells}
+
+    def _local_correction(self, data: PreparedSlide, graph, masked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``(t, g)`` the mean masked-reconstruction residual of each target's ``k`` nearest measured cells
+        (:mod:`napari_squint.api.cifm_residual`)."""
+        from napari_squint.api.cifm_residual import masked_residuals, nearest_measured
+
+        near = nearest_measured(np.asarray(data.coords, dtype=np.float64), data.batch, ~masked, targets,
+                                self.config.k)
+        need = np.unique(near[near >= 0])
+        res = np.zeros((data.n_cells, data.n_genes))
+        if need.size:
+            res[need] = masked_residuals(
+                lambda m, rows: reconstruct_tiled(self.module, graph, m, rows, self.config, self.device),
+                graph.x_in, masked, need, self.config.mask_ratio, seed=self.config.seed)
+        valid = near >= 0
+        total = (res[np.maximum(near, 0)] * valid[..., None]).sum(1)
+        return total / np.maximum(valid.sum(1), 1)[:, None]
 
     def impute_locations(self, adata: AnnData, coords, *, section: str | None = None,
                          masked: np.ndarray | None = None, library: float | None = None) -> dict[str, np.ndarray]:
