@@ -289,8 +289,8 @@ class CifmConfig:
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
-    #: impute_cells adds the mean masked-reconstruction error of each target's k nearest measured cells
-    #: (api/cifm_residual.py; off: docs/cifm.md)
+    #: in-painting (impute_cells and the Imputer) adds the mean masked-reconstruction error of each target's k nearest
+    #: measured cells (api/cifm_residual.py; off: docs/cifm.md)
     residual: bool = False
     #: on log expression: "balanced_mse_capped" (zeros weigh min(0.5, their share of the panel): eq. 15 on sparse
     #: panels, share weights on dense ones; models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on

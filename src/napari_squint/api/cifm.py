@@ -208,8 +208,8 @@ class Cifm(BaseModel):
         x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
         if self.config.residual and all_masked.size:
             x_all = x_all.tolil()
-            x_all[all_masked] = np.maximum(x_all[all_masked].toarray() + self._local_correction(data, graph, masked,
-                                                                                                 all_masked), 0.0)
+            shift = self.local_correction(data, graph, masked, data.coords[all_masked], data.batch[all_masked])
+            x_all[all_masked] = np.maximum(x_all[all_masked].toarray() + shift, 0.0)
             x_all = x_all.tocsr()
         x_cells = x_all[cells].toarray()
         seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
@@ -224,22 +224,23 @@ class Cifm(BaseModel):
                 "tokens": np.full(cells.size, -1, dtype=np.int64),
                 "codes": np.zeros((cells.size, 0), dtype=np.int64), "latent": latent, "cells": cells}
 
-    def _local_correction(self, data: PreparedSlide, graph, masked: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """``(t, g)`` the mean masked-reconstruction residual of each target's ``k`` nearest measured cells
-        (:mod:`napari_squint.api.cifm_residual`)."""
-        from napari_squint.api.cifm_residual import masked_residuals, nearest_measured
+    def local_correction(self, data: PreparedSlide, graph, masked: np.ndarray, query_xy: np.ndarray,
+                         query_section: np.ndarray, section: np.ndarray | None = None) -> np.ndarray:
+        """``(t, g)`` log-space correction at points ``query_xy``: the mean masked-reconstruction residual of each
+        point's ``k`` nearest measured cells of its section (:mod:`napari_squint.api.cifm_residual`).
 
-        near = nearest_measured(np.asarray(data.coords, dtype=np.float64), data.batch, ~masked, targets,
-                                self.config.k)
-        need = np.unique(near[near >= 0])
-        res = np.zeros((data.n_cells, data.n_genes))
-        if need.size:
-            res[need] = masked_residuals(
-                lambda m, rows: reconstruct_tiled(self.module, graph, m, rows, self.config, self.device),
-                graph.x_in, masked, need, self.config.mask_ratio, seed=self.config.seed)
-        valid = near >= 0
-        total = (res[np.maximum(near, 0)] * valid[..., None]).sum(1)
-        return total / np.maximum(valid.sum(1), 1)[:, None]
+        ``graph`` is the radius graph the targets are decoded on (its first ``data.n_cells`` rows are ``data``'s
+        cells), ``masked`` (len(graph),) the targets; ``section`` (n,) labels comparable with ``query_section``
+        (default ``data.batch``)."""
+        from napari_squint.api.cifm_residual import local_correction, masked_residuals, nearest_measured
+
+        n = data.n_cells
+        section = data.batch if section is None else np.asarray(section)
+        near = nearest_measured(np.asarray(data.coords, dtype=np.float64), section, ~masked[:n], query_xy,
+                                query_section, self.config.k)
+        return local_correction(near, lambda cells: masked_residuals(
+            lambda m, rows: reconstruct_tiled(self.module, graph, m, rows, self.config, self.device),
+            graph.x_in, masked, cells, self.config.mask_ratio, seed=self.config.seed), data.n_genes)
 
     def impute_locations(self, adata: AnnData, coords, *, section: str | None = None,
                          masked: np.ndarray | None = None, library: float | None = None) -> dict[str, np.ndarray]:

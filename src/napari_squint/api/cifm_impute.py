@@ -4,7 +4,10 @@
 :meth:`~napari_squint.api.cifm.Cifm.impute_cells` does); ``"infill"`` takes
 the rings on the radius graph (hops to an observed cell) and substitutes each
 ring's imputed profile before the next one. Created cells join the radius
-graph of their section. ``tokens`` are -1 (CIFM has no tokens).
+graph of their section. ``tokens`` are -1 (CIFM has no tokens). With
+``CifmConfig.residual`` the local residual correction
+(:mod:`napari_squint.api.cifm_residual`) is added afterwards, as in
+:meth:`~napari_squint.api.cifm.Cifm.impute_cells`.
 """
 
 from __future__ import annotations
@@ -59,12 +62,17 @@ class CifmImputeEngine(ImputeEngine):
             order = [np.flatnonzero(rings == r) for r in np.unique(rings)]
         masked = is_t.copy()
         x_cur = graph.x_in
+        x_log = np.zeros((tt, g))
         for sel in order:
             rows = all_t[sel]
-            rec = reconstruct_tiled(model.module, graph, masked, rows, cfg, model.device, x_override=x_cur)
-            imputed[sel] = counts_from_log(rec, est[rows])
+            x_log[sel] = reconstruct_tiled(model.module, graph, masked, rows, cfg, model.device, x_override=x_cur)
+            imputed[sel] = counts_from_log(x_log[sel], est[rows])
             if method == "infill":
                 x_cur = replace_rows(x_cur, rows, log_normalise_rows(imputed[sel]))
                 masked[rows] = False
+        if cfg.residual:  # CifmConfig.residual: the measured cells' masked-reconstruction error, after the passes
+            shift = model.local_correction(d, graph, is_t, ts.xy, ts.sections.astype(str),
+                                           section=self.section_labels.astype(str))
+            imputed = counts_from_log(np.maximum(x_log + shift, 0.0), est[all_t])
         return {"imputed": imputed, "imputed_nbr": self.nbr_sum(ts, imputed),
                 "tokens": np.full(tt, -1, dtype=np.int64), "rings": rings}

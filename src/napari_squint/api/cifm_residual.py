@@ -23,24 +23,39 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["masked_residuals", "nearest_measured"]
+__all__ = ["local_correction", "masked_residuals", "nearest_measured"]
 
 
-def nearest_measured(coords: np.ndarray, section: np.ndarray, measured: np.ndarray, targets: np.ndarray,
-                     k: int) -> np.ndarray:
-    """``(t, k')`` the ``k`` nearest ``measured`` cells of each of ``targets``' own section (``k' = min(k, pool)``
-    per section; -1 pads where a section holds fewer). ``measured`` is (n,) bool."""
-    targets = np.asarray(targets, dtype=np.int64)
-    out = np.full((targets.size, k), -1, dtype=np.int64)
-    for s in np.unique(section[targets]):
-        rows = np.flatnonzero(section[targets] == s)
+def nearest_measured(coords: np.ndarray, section: np.ndarray, measured: np.ndarray, query_xy: np.ndarray,
+                     query_section: np.ndarray, k: int) -> np.ndarray:
+    """``(t, k)`` the ``k`` nearest ``measured`` cells (indices into ``coords``) of each query point, among the cells
+    of the point's own section (``section`` (n,) and ``query_section`` (t,) hold comparable labels); -1 pads where a
+    section holds fewer than ``k``. ``measured`` is (n,) bool."""
+    query_xy = np.asarray(query_xy, dtype=np.float64)
+    query_section = np.asarray(query_section)
+    out = np.full((query_xy.shape[0], k), -1, dtype=np.int64)
+    for s in np.unique(query_section):
+        rows = np.flatnonzero(query_section == s)
         pool = np.flatnonzero(measured & (section == s))
         if pool.size == 0:
             continue
         kk = min(k, pool.size)
-        _, nn = cKDTree(coords[pool]).query(coords[targets[rows]], k=kk)
+        _, nn = cKDTree(coords[pool]).query(query_xy[rows], k=kk)
         out[rows, :kk] = pool[np.asarray(nn).reshape(rows.size, kk)]
     return out
+
+
+def local_correction(near: np.ndarray, residual_of, n_genes: int) -> np.ndarray:
+    """``(t, n_genes)`` mean residual of each row's cells in ``near`` (-1 pads ignored; zeros for a row with none);
+    ``residual_of(cells) -> (len(cells), n_genes)`` gives the residuals of the distinct cells needed, once each."""
+    valid = near >= 0
+    need = np.unique(near[valid])
+    if need.size == 0:
+        return np.zeros((near.shape[0], n_genes))
+    res = residual_of(need)
+    pos = np.searchsorted(need, np.maximum(near, 0))
+    total = (res[pos] * valid[..., None]).sum(1)
+    return total / np.maximum(valid.sum(1), 1)[:, None]
 
 
 def masked_residuals(reconstruct, x_in, masked: np.ndarray, cells: np.ndarray, mask_ratio: float,
