@@ -132,3 +132,23 @@ def test_context_method_fills_empty_regions_from_observed_cells(torn, tiny_model
     labels = adata.obs["section"].astype(str).to_numpy()
     assert (labels[ctx[created][:, :8]] == "section_0").all() and (ctx[:, 8:] == -1).all()
     assert not np.isin(ctx, np.flatnonzero(np.isin(adata.obs_names, out.obs_names))).any()
+
+
+def test_cifm_with_its_residual_correction_fills_empty_regions(torn):
+    """Created cells get CIFM's correction too (their nearest measured cells are found from their positions)."""
+    from napari_squint.api.cifm import Cifm
+    from napari_squint.tasks.impute import Imputer
+
+    adata, region, _ = torn
+    model = Cifm(adata, epochs=1, hidden=16, latent=8, layers=1, batch_size=256, tile_cells=64, device="cpu",
+                 seed=0)
+    model.train()
+    off = Imputer(model, adata).impute(regions=[region])
+    model.config.update(residual=True)
+    on = Imputer(model, adata).impute(regions=[region])
+    new = ~off.obs_names.isin(adata.obs_names)
+    assert new.sum() > 50 and (on.obs_names == off.obs_names).all()
+    x_on, x_off = on.layers["imputed"][new], off.layers["imputed"][new]
+    assert np.isfinite(x_on).all() and (x_on >= 0).all()
+    assert np.abs(x_on - x_off).mean() > 1e-3  # the created cells moved
+    np.testing.assert_allclose(x_on.sum(1), x_off.sum(1), rtol=1e-3)  # at the same read depth
