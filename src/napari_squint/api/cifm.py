@@ -207,10 +207,8 @@ class Cifm(BaseModel):
         all_masked = np.flatnonzero(masked)
         x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
         if self.config.residual and all_masked.size:
-            x_all = x_all.tolil()
             shift = self.local_correction(data, graph, masked, data.coords[all_masked], data.batch[all_masked])
-            x_all[all_masked] = np.maximum(x_all[all_masked].toarray() + shift, 0.0)
-            x_all = x_all.tocsr()
+            x_all = replace_rows(x_all, all_masked, np.maximum(x_all[all_masked].toarray() + shift, 0.0))
         x_cells = x_all[cells].toarray()
         seen = ~masked[cells]  # an observed cell: its reconstruction with itself visible
         if seen.any():

@@ -43,21 +43,11 @@ def select_genes(
             raise SlideError(f"genes={n}: the slide has only {adata.n_vars} genes (use 'all' for every gene)")
         if n == adata.n_vars:
             return adata.var_names.tolist()
-        import scanpy as sc
-
         from napari_squint.data.validate import check_sparse_structure
 
         X = adata.X if layer is None else adata.layers[layer]
         check_sparse_structure(X, where="adata.X" if layer is None else f"adata.layers[{layer!r}]")  # before scanpy
-        tmp = AnnData(X=adata.X if layer is None else adata.layers[layer], obs=adata.obs[[]].copy())
-        tmp.var_names = adata.var_names
-        if batch_key is not None:
-            tmp.obs[batch_key] = adata.obs[batch_key].values
-        try:
-            sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat_v3", batch_key=batch_key)
-        except ImportError:  # scikit-misc missing: fall back to the counts-based Pearson residual flavour
-            sc.experimental.pp.highly_variable_genes(tmp, n_top_genes=n, batch_key=batch_key)
-        hv = tmp.var["highly_variable"].to_numpy()
+        hv = _highly_variable(X, n, None if batch_key is None else adata.obs[batch_key].values)
         # keep the slide's gene order
         return adata.var_names[hv].tolist()
     names = list(genes)
@@ -69,21 +59,31 @@ def select_genes(
     return names
 
 
+def _highly_variable(X, n: int, batch: np.ndarray | None) -> np.ndarray:
+    """(g,) bool: the ``n`` most variable columns of counts ``X`` (scanpy ``seurat_v3``, per batch when given)."""
+    import scanpy as sc
+
+    tmp = AnnData(X=X)
+    key = None
+    if batch is not None:
+        key = "batch"
+        tmp.obs[key] = np.asarray(batch).astype(str)
+    try:
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat_v3", batch_key=key)
+    except ImportError:  # scikit-misc missing: fall back to the counts-based Pearson residual flavour
+        sc.experimental.pp.highly_variable_genes(tmp, n_top_genes=n, batch_key=key)
+    return tmp.var["highly_variable"].to_numpy()
+
+
 def most_variable(counts, n: int, *, batch: np.ndarray | None = None) -> np.ndarray:
     """Positions of the ``n`` most variable columns of a cells x genes count matrix, in column order.
 
     scanpy's ``seurat_v3`` flavour on counts, per batch when ``batch`` (n_cells,) is given (as
     :func:`select_genes` with an integer). ``n`` at least the number of columns gives every column.
     """
-    n_genes = counts.shape[1]
-    if n >= n_genes:
-        return np.arange(n_genes)
-    tmp = AnnData(X=counts)
-    tmp.var_names = [f"g{i}" for i in range(n_genes)]
-    if batch is not None:
-        tmp.obs["batch"] = np.asarray(batch).astype(str)
-    names = select_genes(tmp, int(n), batch_key=None if batch is None else "batch")
-    return np.sort(np.array([int(g[1:]) for g in names], dtype=np.int64))
+    if n >= counts.shape[1]:
+        return np.arange(counts.shape[1])
+    return np.flatnonzero(_highly_variable(counts, int(n), batch))
 
 
 def align_genes(adata: AnnData, genes: Sequence[str], *, layer: str | None = None) -> AnnData:
