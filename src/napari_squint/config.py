@@ -59,6 +59,7 @@ _RULES = {
     "nonneg_float": (lambda v: _real(v) and v >= 0, "a non-negative number"),
     "unit": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "open_unit": (lambda v: _real(v) and 0 < v < 1, "a number in (0, 1)"),
+    "right_open_unit": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "booleans": (lambda v: isinstance(v, bool), "True or False"),
 }
 
@@ -288,6 +289,12 @@ class CifmConfig:
     blob_frac: float = 0.0  #: share of the masked cells drawn as contiguous blobs (0: scattered cells, the paper)
     blob_cells: int = 32  #: largest blob, in cells (each blob is the 1..blob_cells nearest cells of a random cell)
     min_steps: int = 0  #: least optimiser steps per train() call: a small slide repeats its tiles within each epoch
+    #: share of the training cells (whole spatial tiles) kept out of the loss to choose the training length: the
+    #: learning rate stays at ``lr`` and drops 5x when their masked-cell loss has not improved for ``patience``
+    #: epochs, training stops at the third such plateau (or after ``epochs``) and the best weights are kept;
+    #: every epoch is then at least 50 steps (train/cifm_loop.py). 0: ``epochs`` epochs on the ``lr_schedule``
+    val_frac: float = 0.0
+    patience: int = 3  #: epochs without a better validation loss before the learning rate drops (val_frac > 0)
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
     #: in-painting (impute_cells and the Imputer) adds the mean masked-reconstruction error of each target's k nearest
     #: measured cells (api/cifm_residual.py; off: docs/cifm.md)
@@ -315,11 +322,11 @@ class CifmConfig:
     def validate(self) -> CifmConfig:
         """Check every value; raises ``ValueError`` naming the option."""
         check_options("CIFM", self, pos_int=("k", "max_degree", "tile_cells", "hidden", "latent", "layers",
-                                             "batch_size", "infer_cells", "epochs", "blob_cells"),
+                                             "batch_size", "infer_cells", "epochs", "blob_cells", "patience"),
                       nonneg_int=("seed", "min_steps"), optional_pos_int=("max_neighbours", "num_threads"),
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
-                      unit=("lr_min_frac", "blob_frac"), nonneg_float=("weight_decay", "grad_clip"),
+                      unit=("lr_min_frac", "blob_frac"), right_open_unit=("val_frac",), nonneg_float=("weight_decay", "grad_clip"),
                       booleans=("residual",),
                       choices={"lr_schedule": ("cosine", "constant"), "impute_path": ("oneshot", "infill"),
                                "loss": ("balanced_mse_capped", "balanced_mse", "mse", "poisson")})

@@ -68,6 +68,22 @@ def test_squint_options_and_unknown_options_raise(tissue):
         CifmConfig(mask_ratio=1.5)
 
 
+def test_val_frac_holds_whole_tiles_out_of_the_loss(tissue):
+    model = Cifm(tissue, epochs=4, val_frac=0.15, patience=1, **SMALL)
+    val = model.validation_cells()
+    # whole tiles, about 15 % of the cells, the same on every call (drawn from the model's seed)
+    assert 0.05 * model.data.n_cells < val.size < 0.3 * model.data.n_cells
+    assert np.isin(np.flatnonzero(np.isin(model.graph.tile, model.graph.tile[val])), val).all()
+    np.testing.assert_array_equal(val, model.validation_cells())
+    assert not np.array_equal(val, Cifm(tissue, epochs=1, val_frac=0.15, **{**SMALL, "seed": 5}).validation_cells())
+    hist = model.train()
+    assert model.meta["validation_cells"] == val.size
+    assert 1 <= len(hist) <= 4 and all(np.isfinite(h["val_loss"]) for h in hist)
+    assert Cifm(tissue, epochs=1, **SMALL).validation_cells().size == 0  # off by default
+    with pytest.raises(ValueError, match="val_frac"):
+        Cifm(tissue, val_frac=1.0, **SMALL)
+
+
 def test_radius_default_is_unit_free(tissue):
     scaled = tissue.copy()
     scaled.obsm["spatial"] = scaled.obsm["spatial"] * 37.0

@@ -159,3 +159,93 @@ def test_empty_cells_are_never_targets():
     sel = ~empty[b.nodes][direct]
     ref = float(((b.x[torch.from_numpy(direct)][torch.from_numpy(sel)] - out[torch.from_numpy(sel)]) ** 2).mean())
     assert with_empties == pytest.approx(ref, rel=1e-5)
+
+
+def _gradient_slide(cfg, n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(0, 100, size=(n, 2))
+    w = np.stack([coords[:, 0] / 100, 1 - coords[:, 0] / 100, coords[:, 1] / 100], 1)
+    x = np.log1p(rng.poisson(20 * np.repeat(w, 3, axis=1)[:, :G]))
+    return x, build_graph(x, coords, np.zeros(n, np.int64), cfg)
+
+
+def _run(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+def test_validation_epochs_are_at_least_val_epoch_steps():
+    from napari_squint.train.cifm_loop import VAL_EPOCH_STEPS, passes_per_epoch
+
+    cfg = CifmConfig(batch_size=150, epochs=60)
+    assert passes_per_epoch(300, cfg, 60) == 1
+    # 2 batches a pass: an epoch is ceil(50 / 2) passes when a validation set is checked after each
+    assert passes_per_epoch(300, cfg, 60, validated=True) == int(np.ceil(VAL_EPOCH_STEPS / 2))
+    # a slide with more batches than VAL_EPOCH_STEPS keeps one pass
+    assert passes_per_epoch(150 * (VAL_EPOCH_STEPS + 1), cfg, 60, validated=True) == 1
+    # min_steps still applies when it asks for more
+    assert passes_per_epoch(300, CifmConfig(batch_size=150, epochs=2, min_steps=400), 2, validated=True) == 100
+
+
+def test_validation_stops_at_the_third_plateau_and_keeps_the_best_weights():
+    from napari_squint.train.cifm_loop import PLATEAUS
+
+    torch.set_num_threads(1)
+    cfg = CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=250, epochs=40, lr=1e-2,
+                     mask_ratio=0.2, infer_cells=400, patience=2)
+    x, graph = _gradient_slide(cfg)
+    val = np.arange(0, 500, 5)
+    train = np.setdiff1d(np.arange(500), val)
+    module = make_module(cfg)
+    module.init_output(x.mean(0))
+    events, history = _run(iter_train_cifm(module, graph, train, cfg, torch.device("cpu"), val_cells=val))
+    vals = [h["val_loss"] for h in history]
+    # every epoch is checked; the learning rate only falls, 5x at a time
+    lrs = [h["lr"] for h in history]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert {round(a / b, 6) for a, b in zip(lrs, lrs[1:]) if a != b} <= {5.0}
+    best = int(np.argmin(vals))
+    assert history[-1]["best_epoch"] == best + 1
+    # the weights kept are the best epoch's: the same fixed-mask loss comes back
+    assert masked_loss(module, graph, val, cfg, torch.device("cpu"), seed=cfg.seed) == pytest.approx(vals[best],
+                                                                                                         rel=1e-5)
+    if history[-1]["stopped"]:  # stopped before the cap: PLATEAUS plateaus of `patience` epochs each
+        assert len(history) < cfg.epochs
+        assert len(history) - (best + 1) <= cfg.patience * PLATEAUS
+    # a learning rate too small to move anything: epoch 1 is the best, then a plateau every `patience` epochs
+    module = make_module(cfg)
+    module.init_output(x.mean(0))
+    _, flat = _run(iter_train_cifm(module, graph, train, CifmConfig(**{**cfg.to_dict(), "lr": 1e-12}),
+                                   torch.device("cpu"), val_cells=val))
+    assert len(flat) == 1 + cfg.patience * PLATEAUS and flat[-1]["stopped"] and flat[-1]["best_epoch"] == 1
+
+
+def test_validation_cells_are_never_targets():
+    torch.set_num_threads(1)
+    cfg = CifmConfig(hidden=8, latent=4, layers=1, tile_cells=40, batch_size=250, epochs=2, lr=1e-2,
+                     mask_ratio=0.5, infer_cells=400)
+    x, graph = _gradient_slide(cfg)
+    val = np.arange(0, 500, 2)
+    train = np.setdiff1d(np.arange(500), val)
+    seen = []
+    import napari_squint.train.cifm_loop as loop
+
+    real = loop._step_loss
+
+    def spy(module, b, mask, device, loss):
+        seen.append(b.nodes[mask & b.core])
+        return real(module, b, mask, device, loss)
+
+    loop._step_loss = spy
+    try:
+        module = make_module(cfg)
+        module.init_output(x.mean(0))
+        _run(iter_train_cifm(module, graph, train, cfg, torch.device("cpu"), val_cells=val))
+    finally:
+        loop._step_loss = real
+    targets = np.unique(np.concatenate(seen))
+    assert targets.size > 0 and not np.isin(targets, val).any()

@@ -35,6 +35,7 @@ from napari_squint.data.cifm_batch import replace_rows
 from napari_squint.data.cifm_graph import CifmGraph, build_graph, graph_from_prepared
 from napari_squint.data.imputation import counts_from_log, masked_depth, microenv_members, microenv_sum
 from napari_squint.data.prepare import GraphConfig, PreparedSlide
+from napari_squint.data.tiles import validation_tiles
 from napari_squint.data.validate import section_rows
 from napari_squint.models.cifm import CifmModule
 from napari_squint.models.cifm_infer import encode_tiled, infill_tiled, masked_loss, reconstruct_tiled
@@ -103,10 +104,23 @@ class Cifm(BaseModel):
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
+    def validation_cells(self) -> np.ndarray:
+        """The training cells kept out of the loss to choose the training length (``val_frac``; empty when 0).
+
+        Whole tiles (:func:`~napari_squint.data.tiles.validation_tiles`) drawn with the model's seed, so a
+        second ``train()`` call checks the same cells."""
+        if self.config.val_frac <= 0 or self.data.n_cells < 2:
+            return np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng([self.config.seed, 104729])
+        return validation_tiles(self.graph.tile, np.arange(self.data.n_cells), self.config.val_frac, rng)
+
     def _iter_epochs(self, start: int, stop: int, optimizer: torch.optim.Optimizer):
         cfg = replace(self.config, epochs=stop)
-        return iter_train_cifm(self.module, self.graph, np.arange(self.data.n_cells), cfg, self.device,
-                               optimizer=optimizer, start_epoch=start)
+        val = self.validation_cells()
+        self.meta["validation_cells"] = int(val.size)
+        cells = np.setdiff1d(np.arange(self.data.n_cells), val)
+        return iter_train_cifm(self.module, self.graph, cells, cfg, self.device, optimizer=optimizer,
+                               start_epoch=start, val_cells=val)
 
     def _describe(self) -> str:
         return (f"{self.data.n_cells} cells, {len(self.genes)} genes, {len(self.sections)} sections, "

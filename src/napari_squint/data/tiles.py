@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["grid_tiles", "tile_batches"]
+__all__ = ["grid_tiles", "tile_batches", "validation_tiles"]
 
 
 def grid_tiles(coords: np.ndarray, tile_cells: int) -> np.ndarray:
@@ -109,3 +109,45 @@ def tile_batches(tile: np.ndarray, cells: np.ndarray, batch_size: int,
             current, size = [], 0
     if current:
         yield np.concatenate(current)
+
+
+def validation_tiles(tile: np.ndarray, cells: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """Whole tiles of ``cells``, drawn at random, holding about ``frac`` of them: a validation set.
+
+    Whole tiles keep the validation cells together, so checking them costs a forward pass over a few tiles
+    rather than over the slide. Tiles are taken in a random order while they bring the set's size closer to
+    ``frac`` of the cells; at least one is taken and one left out. With a single tile, a random ``frac`` of its
+    cells is drawn instead.
+
+    Parameters
+    ----------
+    tile
+        ``(n,)`` tile id of every cell.
+    cells
+        Global indices of the cells to choose from.
+    frac
+        Share of ``cells`` to choose, in (0, 1).
+    rng
+        Random generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted global indices of the chosen cells (at least one).
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size < 2:
+        raise ValueError(f"a validation set needs at least 2 cells, got {cells.size}")
+    want = max(1, int(np.ceil(frac * cells.size)))
+    ids, counts = np.unique(tile[cells], return_counts=True)
+    if ids.size < 2:
+        return np.sort(rng.choice(cells, size=min(want, cells.size - 1), replace=False))
+    chosen, size = [], 0
+    for i in rng.permutation(ids.size)[:-1]:  # never every tile
+        if chosen and abs(size + counts[i] - want) >= abs(size - want):
+            continue  # a tile that would take the set further from ``want``
+        chosen.append(ids[i])
+        size += counts[i]
+        if size >= want:
+            break
+    return np.sort(cells[np.isin(tile[cells], chosen)])

@@ -16,6 +16,16 @@ inference uses that, and training too unless ``halo_hops`` is lowered. Loss
 terms come from masked *core* cells only; halo cells are masked at the same
 rate so that the context has the training distribution everywhere.
 
+With ``val_frac > 0`` the training length is chosen by validation inside
+the training cells: whole tiles holding that share of them are kept out of the
+loss (they stay in the graph as context, never as targets), and their
+masked-cell loss (:func:`~napari_squint.models.cifm_infer.masked_loss`, fixed
+masks) is checked after every epoch. The learning rate stays at ``lr`` and
+drops 5x after ``patience`` epochs without a better validation loss; the third
+such plateau ends training and the best weights are kept. An epoch is then at
+least :data:`VAL_EPOCH_STEPS` steps, so a small slide is checked as often, in
+steps, as a large one, and trains as long as its validation loss improves.
+
 Coordinates enter the model in units of each section's median
 nearest-neighbour distance, so a model is unit-free (a slide in pixels and one
 in micrometres give the same inputs); the radius graph is built in slide units
@@ -37,10 +47,16 @@ from napari_squint.data.cifm_batch import SubgraphBatch, subgraph_batch
 from napari_squint.data.cifm_graph import CifmGraph
 from napari_squint.data.tiles import tile_batches
 from napari_squint.models.cifm import CifmModule
+from napari_squint.models.cifm_infer import masked_loss
 from napari_squint.models.cifm_loss import loss_function
 from napari_squint.train.events import ProgressEvent
 
-__all__ = ["blob_mask", "iter_train_cifm", "passes_per_epoch"]
+__all__ = ["VAL_EPOCH_STEPS", "blob_mask", "iter_train_cifm", "passes_per_epoch"]
+
+#: with a validation set, an epoch (the interval between checks) is at least this many optimiser steps
+VAL_EPOCH_STEPS = 50
+#: with a validation set: learning-rate factor at each plateau, and plateaus that end training
+LR_DROP, PLATEAUS = 0.2, 3
 
 
 def blob_mask(coords: np.ndarray, n_masked: int, max_cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,12 +122,46 @@ def _draw_mask(n: int, ratio: float, core: np.ndarray, rng: np.random.Generator,
     return mask
 
 
-def passes_per_epoch(n_cells: int, cfg: CifmConfig, n_epochs: int) -> int:
-    """Passes over the tiles per epoch so that ``n_epochs`` epochs take at least ``cfg.min_steps`` steps."""
+def passes_per_epoch(n_cells: int, cfg: CifmConfig, n_epochs: int, *, validated: bool = False) -> int:
+    """Passes over the tiles per epoch so that ``n_epochs`` epochs take at least ``cfg.min_steps`` steps
+    (and, when ``validated``, every epoch at least :data:`VAL_EPOCH_STEPS`)."""
     per_pass = max(1, int(np.ceil(n_cells / cfg.batch_size)))
-    if cfg.min_steps <= 0 or n_epochs <= 0:
-        return 1
-    return max(1, int(np.ceil(cfg.min_steps / (per_pass * n_epochs))))
+    passes = 1
+    if cfg.min_steps > 0 and n_epochs > 0:
+        passes = max(1, int(np.ceil(cfg.min_steps / (per_pass * n_epochs))))
+    if validated:
+        passes = max(passes, int(np.ceil(VAL_EPOCH_STEPS / per_pass)))
+    return passes
+
+
+class _Plateau:
+    """The validation schedule: keeps the best weights, drops the learning rate at each plateau, says when to
+    stop (after :data:`PLATEAUS` plateaus)."""
+
+    def __init__(self, module: CifmModule, lr: float, patience: int):
+        self.module, self.lr, self.patience = module, float(lr), int(patience)
+        self.best, self.best_epoch, self.state = float("inf"), 0, None
+        self.bad, self.plateaus = 0, 0
+
+    def update(self, loss: float, epoch: int) -> bool:
+        """Record an epoch's validation loss; True when training should stop."""
+        if loss < self.best * (1 - 1e-4):
+            self.best, self.best_epoch, self.bad = loss, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            return False
+        self.bad += 1
+        if self.bad < self.patience:
+            return False
+        self.plateaus += 1
+        self.bad = 0
+        if self.plateaus >= PLATEAUS:
+            return True
+        self.lr *= LR_DROP
+        return False
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
 
 
 def _step_loss(module: CifmModule, b: SubgraphBatch, mask: np.ndarray, device, loss: Callable) -> torch.Tensor:
@@ -136,6 +186,7 @@ def iter_train_cifm(
     *,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
+    val_cells: np.ndarray | None = None,
 ):
     """Masked-cell reconstruction training; a generator of :class:`ProgressEvent`.
 
@@ -151,6 +202,9 @@ def iter_train_cifm(
         Options (epochs, lr, batch_size, mask_ratio, halo_hops, seed...).
     device
         Torch device.
+    val_cells
+        Cells of ``graph`` (not in ``cells``) whose masked-cell loss chooses the training length (see the
+        module's docstring); None or empty: ``cfg.epochs`` epochs on ``cfg.lr_schedule``.
 
     Returns
     -------
@@ -158,9 +212,10 @@ def iter_train_cifm(
         Per-epoch history (the generator's return value): ``epoch``, ``loss``
         (mean balanced MSE of the masked cells), ``lr`` (last learning rate;
         cosine decay over epochs ``start_epoch .. cfg.epochs`` unless
-        ``lr_schedule="constant"``), ``seconds`` (wall clock), ``cpu_seconds``
+        ``lr_schedule="constant"`` or validated), ``seconds`` (wall clock), ``cpu_seconds``
         (process CPU time, all threads), ``cells_per_s``,
-        ``n_masked``, ``mean_batch_nodes``.
+        ``n_masked``, ``mean_batch_nodes``; validated, also ``val_loss``, ``best_epoch`` and ``stopped``
+        (True on the last epoch when the plateaus ended training).
     """
     torch.manual_seed(cfg.seed + start_epoch)
     rng = np.random.default_rng(cfg.seed + 7919 * start_epoch)
@@ -168,14 +223,18 @@ def iter_train_cifm(
     hops = cfg.receptive_hops if cfg.halo_hops is None else int(cfg.halo_hops)
     if optimizer is None:
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    passes = passes_per_epoch(cells.size, cfg, cfg.epochs - start_epoch)
+    val_cells = None if val_cells is None or len(val_cells) == 0 else np.asarray(val_cells, dtype=np.int64)
+    plateau = None if val_cells is None else _Plateau(module, cfg.lr, cfg.patience)
+    passes = passes_per_epoch(cells.size, cfg, cfg.epochs - start_epoch, validated=plateau is not None)
     loss_fn = loss_function(cfg.loss, graph.x_in[cells])  # the capped balance reads the panel's share of zeros
     n_batches_est = passes * max(1, int(np.ceil(cells.size / cfg.batch_size)))
     total_steps = max(1, n_batches_est * (cfg.epochs - start_epoch))
     done = 0
 
     def set_lr() -> float:
-        if cfg.lr_schedule == "constant":
+        if plateau is not None:
+            lr = plateau.lr
+        elif cfg.lr_schedule == "constant":
             lr = cfg.lr
         else:
             frac = min(done / total_steps, 1.0)
@@ -214,7 +273,18 @@ def iter_train_cifm(
                "seconds": dt, "cpu_seconds": time.process_time() - c0,
                "cells_per_s": cells.size / max(dt, 1e-9), "n_masked": n_masked,
                "mean_batch_nodes": n_nodes / max(n_steps, 1)}
+        stop = False
+        if plateau is not None:
+            module.eval()
+            rec["val_loss"] = masked_loss(module, graph, val_cells, cfg, device, seed=cfg.seed)
+            stop = plateau.update(rec["val_loss"], epoch + 1)
+            rec.update(best_epoch=plateau.best_epoch, stopped=stop)
+            if stop or epoch + 1 == cfg.epochs:
+                plateau.restore()
+            rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
         yield ProgressEvent("epoch", epoch=epoch + 1, n_epochs=cfg.epochs, step=epoch + 1,
                             total=cfg.epochs, metrics=rec)
+        if stop:
+            break
     return history
