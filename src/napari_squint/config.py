@@ -326,7 +326,8 @@ class CifmConfig:
                       nonneg_int=("seed", "min_steps"), optional_pos_int=("max_neighbours", "num_threads"),
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),
-                      unit=("lr_min_frac", "blob_frac"), right_open_unit=("val_frac",), nonneg_float=("weight_decay", "grad_clip"),
+                      unit=("lr_min_frac", "blob_frac"), right_open_unit=("val_frac",),
+                      nonneg_float=("weight_decay", "grad_clip"),
                       booleans=("residual",),
                       choices={"lr_schedule": ("cosine", "constant"), "impute_path": ("oneshot", "infill"),
                                "loss": ("balanced_mse_capped", "balanced_mse", "mse", "poisson")})
