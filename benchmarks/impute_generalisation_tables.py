@@ -9,7 +9,7 @@ dataset (:func:`napari_squint.tasks.benchmark_impute.merge_results`), writes the
 An optional argument names another results folder of the same layout (``OUT_ROOT`` of
 ``benchmarks/impute_generalisation.sh``), e.g. ``docs/results/generalisation_calibrated``. ``--compare ROOT ...``
 prints one table of SQuINT's default output row across several such folders (run after each folder's tables, which
-write the merged JSON it reads)::
+write the merged JSON it reads); ``--compare-cifm ROOT ...`` the same for CIFM's row::
 
     .venv/bin/python benchmarks/impute_generalisation_tables.py --compare docs/results/generalisation \
         docs/results/generalisation_calibrated docs/results/generalisation_model_options
@@ -203,7 +203,47 @@ def compare(roots: list[Path]) -> int:
     return 0
 
 
+def _cifm_options(res: dict) -> str:
+    """CIFM's options that differ from :class:`~napari_squint.config.CifmConfig`'s defaults in a run."""
+    from napari_squint.config import CifmConfig
+
+    ref = CifmConfig().to_dict()
+    got = (res["config"].get("extra_settings") or {}).get("CIFM") or {}
+    diff = {k: v for k, v in got.items() if k in ref and k not in ("seed", "device", "num_threads") and v != ref[k]}
+    return ", ".join(f"{k}={v}" for k, v in diff.items()) or "defaults"
+
+
+def compare_cifm(roots: list[Path]) -> int:
+    """CIFM's row (X and X_nbr) and its two checks, per dataset, for each results folder."""
+    print("| dataset | CIFM options | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | "
+          "PC vs nbr avg | MMD / nbr avg's | CIFM s per seed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    names = sorted({p.name for r in roots for p in r.iterdir() if (p / "impute_patches_merged.json").exists()})
+    for name in names:
+        for root in roots:
+            f = root / name / "impute_patches_merged.json"
+            if not f.exists():
+                continue
+            res = json.loads(f.read_text())
+            x, n = res["summary"]["X"].get("CIFM"), res["summary"]["X_nbr"]
+            c, a = n.get("CIFM"), n[NAVG]
+            if c is None:
+                continue
+            wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
+            secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
+            print(f"| {_label(name)} | {_cifm_options(res)} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
+                  f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
+                  f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
+                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f} |")
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--compare"]:
         sys.exit(compare([Path(p) for p in sys.argv[2:]]))
+    if sys.argv[1:2] == ["--compare-cifm"]:
+        sys.exit(compare_cifm([Path(p) for p in sys.argv[2:]]))
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        sys.exit(0)
     sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT))
