@@ -293,7 +293,7 @@ class CifmConfig:
     #: learning rate stays at ``lr`` and drops 5x when their masked-cell loss has not improved for ``patience``
     #: epochs, training stops at the third such plateau (or after ``epochs``) and the best weights are kept;
     #: every epoch is then at least 50 steps (train/cifm_loop.py). 0: ``epochs`` epochs on the ``lr_schedule``
-    val_frac: float = 0.0
+    val_frac: float = 0.1  #: chosen on MERFISH Animal 1 (docs/cifm.md, "Training length chosen by validation")
     patience: int = 3  #: epochs without a better validation loss before the learning rate drops (val_frac > 0)
     impute_path: str = "infill"  #: impute_cells: "infill" (ring by ring from the observed cells) or "oneshot"
     #: in-painting (impute_cells and the Imputer) adds the mean masked-reconstruction error of each target's k nearest
