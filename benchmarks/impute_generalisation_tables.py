@@ -38,6 +38,8 @@ DEFAULT, NAVG, RING = "SQuINT (context) logmean", "neighbourhood average", "ring
 CHOSEN_ON = "merfish_animal1"
 #: the protocol's SQuINT options (benchmarks/impute_generalisation.sh); others name a run's variant
 PROTOCOL = {"heads": 8, "lambda_cell": 2.0}
+#: CIFM options added after some runs were made, with the value those runs used
+LEGACY_CIFM = {"val_frac": 0.0}
 #: how the runs were made (benchmarks/impute_generalisation.sh, docs/imputation.md)
 RUN_NOTE = ("2 AMD EPYC cores, one torch thread per run, shared by two to five benchmark runs at once: "
             "seconds indicate cost only")
@@ -208,7 +210,8 @@ def _cifm_options(res: dict) -> str:
     from napari_squint.config import CifmConfig
 
     ref = CifmConfig().to_dict()
-    got = (res["config"].get("extra_settings") or {}).get("CIFM") or {}
+    # options added since a run was made had, in that run, the value that gave the earlier behaviour
+    got = {**LEGACY_CIFM, **((res["config"].get("extra_settings") or {}).get("CIFM") or {})}
     diff = {k: v for k, v in got.items() if k in ref and k not in ("seed", "device", "num_threads") and v != ref[k]}
     return ", ".join(f"{k}={v}" for k, v in diff.items()) or "defaults"
 
