@@ -234,6 +234,14 @@ def test_cli_train_model_cifm(tissue, tmp_path):
     assert rc == 0
     model = Cifm.load(tmp_path / "m")
     assert model.config.epochs == 1 and model.config.k == 6 and len(model.history) == 1
+    assert model.config.val_frac == 0.1 and np.isfinite(model.history[0]["val_loss"])  # the default validates
+    assert main(["train", str(path), "--out", str(tmp_path / "m0"), "--model", "cifm", "--epochs", "1",
+                 "--device", "cpu", "--val-frac", "0"]) == 0
+    plain = Cifm.load(tmp_path / "m0")
+    assert plain.config.val_frac == 0.0 and "val_loss" not in plain.history[0]
+    # a bad value names the option and writes nothing
+    assert main(["train", str(path), "--out", str(tmp_path / "m1"), "--model", "cifm", "--val-frac", "1.5"]) == 2
+    assert not (tmp_path / "m1").exists()
 
 
 def test_benchmark_extra_method_returns_counts(tissue):

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--input-genes", type=common.positive_int, default=None,
                    help="SQuINT: the encoder reads only the N most variable genes; every gene is still predicted "
                         "(for wide panels whose model collapses; docs/benchmarks.md)")
+    p.add_argument("--val-frac", type=float, default=None,
+                   help="CIFM: share of the training cells (whole tiles) kept out of the loss to choose the "
+                        "training length (default 0.1; 0: exactly --epochs epochs, every cell trained on)")
     p.add_argument("--no-covariates", action="store_true", help="the 'SQuINT w/o C' ablation")
     p.add_argument("--zero-mask", action="store_true", help="the zero-mask ablation (no learnable mask token)")
     p.add_argument("--holdout", default=None, help="GeoJSON polygons whose cells are excluded from training")
@@ -34,7 +37,7 @@ def add_parser(sub) -> None:
 
 def options(args) -> dict:
     opts = {"seed": args.seed, "device": args.device}
-    for name in ("epochs", "codebook_size", "heads", "k", "batch_size", "input_genes"):
+    for name in ("epochs", "codebook_size", "heads", "k", "batch_size", "input_genes", "val_frac"):
         v = getattr(args, name, None)
         if v is not None:
             opts[name] = v
