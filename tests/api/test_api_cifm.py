@@ -219,7 +219,7 @@ def test_training_beats_the_mean_on_a_structured_tissue():
     assert after < before
 
 
-def test_cli_train_model_cifm(tissue, tmp_path):
+def test_cli_train_model_cifm(tissue, tmp_path, capsys):
     from napari_squint.cli.main import main
     from napari_squint.io.write import write_h5ad
 
@@ -235,6 +235,7 @@ def test_cli_train_model_cifm(tissue, tmp_path):
     model = Cifm.load(tmp_path / "m")
     assert model.config.epochs == 1 and model.config.k == 6 and len(model.history) == 1
     assert model.config.val_frac == 0.1 and np.isfinite(model.history[0]["val_loss"])  # the default validates
+    assert f"validation {model.history[0]['val_loss']:.4f} (best: epoch 1)" in capsys.readouterr().err
     assert main(["train", str(path), "--out", str(tmp_path / "m0"), "--model", "cifm", "--epochs", "1",
                  "--device", "cpu", "--val-frac", "0"]) == 0
     plain = Cifm.load(tmp_path / "m0")

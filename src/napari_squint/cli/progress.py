@@ -26,6 +26,12 @@ class TerminalProgress:
             fill = int(self.width * min(frac, 1))
             self.stream.write(f"\repoch {ev.epoch}/{ev.n_epochs} [{'#' * fill}{'.' * (self.width - fill)}] "
                               f"loss {ev.metrics.get('loss', float('nan')):.3f} {el:6.1f}s")
+        elif ev.stage == "epoch" and "val_loss" in ev.metrics:  # a model that chooses its length by validation
+            m = ev.metrics
+            end = "  (validation loss stopped improving: training ends)" if m.get("stopped") else ""
+            self.stream.write(("\r" if self.tty else "") + f"epoch {ev.epoch}/{ev.n_epochs}  loss {m['loss']:.4f}  "
+                              f"validation {m['val_loss']:.4f} (best: epoch {m.get('best_epoch', ev.epoch)})  "
+                              f"lr {m.get('lr', float('nan')):.1e}  {el:.1f}s{end}\n")
         elif ev.stage == "epoch":
             m = ev.metrics
             self.stream.write(("\r" if self.tty else "") + f"epoch {ev.epoch}/{ev.n_epochs}  nb {m.get('nb_loss', 0):.4f}  "
