@@ -60,9 +60,12 @@ def table(res: dict) -> list[str]:
     sm = res["summary"]
     lines = ["| method | X PC gene ↑ | X MMD ↓ | X energy ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ |",
              "|---|---|---|---|---|---|---|"]
+    cifm = _cifm_options(res)
     for key, label in ROWS:
         if key not in sm["X_nbr"]:
             continue
+        if key == "CIFM" and cifm != "defaults":  # a run made with other CIFM options than today's defaults
+            label = f"CIFM ({cifm})"
         x, n = sm["X"].get(key), sm["X_nbr"][key]
         lines.append(f"| {label} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | {_fmt(x, 'energy', 2)} | "
                      f"{_fmt(n, 'pc_gene', 3)} | {_fmt(n, 'mmd', 4)} | {_fmt(n, 'energy', 3)} |")
@@ -128,8 +131,9 @@ def figure(merged: dict[str, dict], path: Path) -> None:
             sd = [merged[d]["summary"]["X_nbr"].get(key, {}).get(metric, {}).get("sd", np.nan) for d in names]
             ax.bar(np.arange(len(names)) + (i - (len(rows) - 1) / 2) * w, m, w, yerr=np.nan_to_num(sd), label=label,
                    capsize=2)
-        ax.set_xticks(range(len(names)), [f"{d}{' *' if d == CHOSEN_ON else ''}\n(n={len(merged[d]['runs'])})"
-                                          for d in names], rotation=30,
+        older = {d for d in names if "CIFM" in merged[d]["summary"]["X_nbr"] and _cifm_options(merged[d]) != "defaults"}
+        ax.set_xticks(range(len(names)), [f"{d}{' *' if d == CHOSEN_ON else ''}{' †' if d in older else ''}"
+                                          f"\n(n={len(merged[d]['runs'])})" for d in names], rotation=30,
                       ha="right", fontsize=8)
         ax.set_title(title)
         if metric != "pc_gene":
@@ -137,7 +141,11 @@ def figure(merged: dict[str, dict], path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(rows), fontsize=9, frameon=False)
     what = f"MERFISH Animal 1's settings + {squint[8:-1]}" if extra else "settings chosen on MERFISH Animal 1"
-    fig.suptitle(f"Table 2 protocol, {what} (* training figures), unchanged elsewhere (mean ± sd over seeds n)")
+    older = sorted({_cifm_options(merged[d]) for d in names
+                    if "CIFM" in merged[d]["summary"]["X_nbr"] and _cifm_options(merged[d]) != "defaults"})
+    note = f"; † CIFM run with {' / '.join(older)}" if older else ""
+    fig.suptitle(f"Table 2 protocol, {what} (* training figures{note}), unchanged elsewhere "
+                 "(mean ± sd over seeds n)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -176,6 +184,8 @@ def main(root: Path = ROOT) -> int:
 
             cifm = ("–", "–") if c is None else (cmp(c, a, "pc_gene", True),
                                                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x")
+            if c is not None and _cifm_options(res) != "defaults":
+                cifm = (f"{cifm[0]} ({_cifm_options(res)})", cifm[1])
             print(f"| {_label(name)} | {len(res['runs'])} | {cmp(d, a, 'pc_gene', True)} | {cmp(d, a, 'mmd', False, 4)} | "
                   f"{cmp(d, a, 'energy', False)} | {cmp(d, r, 'pc_gene', True)} | {cifm[0]} | {cifm[1]} |")
         print()
