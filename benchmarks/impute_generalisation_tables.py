@@ -244,10 +244,12 @@ def compare_cifm(roots: list[Path]) -> int:
                 continue
             wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
             secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
+            eps = [r["training"]["CIFM"]["epochs"] for r in res["runs"] if "CIFM" in r.get("training", {})]
+            trained = f" ({'/'.join(map(str, eps))} epochs)" if eps else ""
             print(f"| {_label(name)} | {_cifm_options(res)} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
                   f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
                   f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
-                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f} |")
+                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f}{trained} |")
     return 0
 
 

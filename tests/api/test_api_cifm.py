@@ -263,6 +263,8 @@ def test_benchmark_extra_method_returns_counts(tissue):
     assert fn.settings["epochs"] == 1 and fn.settings["loss"] == "balanced_mse_capped"
     assert fn.settings["seed"] == "the run's seed" and make_benchmark_method(seed=3).settings["seed"] == 3
     assert make_benchmark_method(loss="mse").settings["loss"] == "mse"
+    # the last call's training, for the benchmark's record
+    assert fn.last_training["epochs"] == 1 and fn.last_training["validation_cells"] > 0
 
 
 def test_impute_locations_matches_masking_an_existing_cell(trained, tissue):

@@ -139,6 +139,9 @@ def test_benchmark_cli_adds_a_cifm_row_in_the_same_run(files):
         assert {"CIFM", "SQuINT (oneshot)", "neighbourhood average"} <= set(res["summary"][target])
         assert np.isfinite(res["summary"][target]["CIFM"]["pc_cell"]["mean"])
     assert res["config"]["extra_methods"] == ["CIFM"]
+    # how long CIFM trained in the run: one epoch (the cap), its validation tiles, its seconds
+    tr = res["runs"][0]["training"]["CIFM"]
+    assert tr["epochs"] == 1 and tr["best_epoch"] == 1 and tr["validation_cells"] > 0 and tr["train_seconds"] > 0
 
 
 def test_benchmark_cli_cifm_option_needs_cifm(files, capsys):

@@ -444,6 +444,12 @@ def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_ke
                run_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         out = benchmark_method(adata, holdout, test_idx, section_key=section_key, spatial_key=spatial_key,
                                genes=genes, seed=run_seed if seed is None else seed, **options)
+        hist = out["model"].history
+        # how long this run's CIFM trained (the benchmark keeps it in the run's record)
+        method.last_training = {"epochs": len(hist), "best_epoch": hist[-1].get("best_epoch") if hist else None,
+                                "stopped_by_validation": bool(hist and hist[-1].get("stopped", False)),
+                                "validation_cells": int(out["model"].meta.get("validation_cells", 0)),
+                                "train_seconds": float(out["train_seconds"])}
         return out["imputed"], out["imputed_nbr"]
 
     method.__name__ = "cifm"

@@ -201,7 +201,7 @@ def iter_benchmark_impute(
         nearby measured cells to average), for the first variant and method.
     extra_methods
         ``name -> callable(adata, holdout_mask, test_idx, seed) -> (imputed, imputed_nbr)``; ``seed`` is the
-        run's seed.
+        run's seed. A ``last_training`` dict attribute, set by the call, is kept in the run's ``training``.
     options
         Extra :class:`~napari_squint.config.SquintConfig` options for
         every variant (``hidden=``, ``heads=``, ``batch_size=``, ``num_threads=``...).
@@ -327,6 +327,7 @@ def iter_benchmark_impute(
                     score(f"{vname}-guided neighbour average", guided_average(
                         full.coords, counts, ~held, test, res["imputed"], section=sec_labels, k=graph.k))
         # ---- extra methods ----
+        training: dict[str, dict] = {}
         for name, fn in extra_methods.items():
             t0 = time.perf_counter()
             out = fn(data_all, held.copy(), test.copy(), int(seed))
@@ -336,10 +337,13 @@ def iter_benchmark_impute(
                 raise SlideError(f"extra method {name!r} returned shape {x.shape}; expected {truth.shape}")
             score(name, x, None if xn is None else np.asarray(xn, dtype=np.float64))
             seconds[name] = time.perf_counter() - t0
+            if isinstance(getattr(fn, "last_training", None), dict):  # what the method says of its last training
+                training[name] = dict(fn.last_training)
         seconds["seed total"] = time.perf_counter() - t_seed
         runs.append({"seed": int(seed), "n_test": int(test.size), "n_train": int((~held).sum()),
                      "sites": {"n": int(labels.max() + 1), "cells": np.bincount(labels[held]).tolist()},
-                     "scores": scores, "seconds": seconds, **({"calibration": calibration} if calibration else {})})
+                     "scores": scores, "seconds": seconds, **({"calibration": calibration} if calibration else {}),
+                     **({"training": training} if training else {})})
         yield ProgressEvent("seed", step=step, total=n_steps,
                             message=f"seed {seed} done in {seconds['seed total']:.0f}s",
                             metrics={f"{m} pc_gene": v["pc_gene"] for m, v in scores["X"].items()})
