@@ -39,6 +39,21 @@ def test_tracker_counts_steps_over_every_epoch_with_loss_and_time_left():
     assert v == 11 and "loss 2.000" in text  # the epoch's mean loss until the next epoch ends
 
 
+def test_tracker_shows_validation_and_completes_when_validation_ends_training():
+    clock = Clock()
+    tr = ProgressTracker("training CIFM", clock=clock)
+    tr.update(ProgressEvent("step", step=1, total=50, epoch=1, n_epochs=60, metrics={"loss": 4.4}))
+    clock.t = 10.0
+    tr.update(ProgressEvent("step", step=2, total=50, epoch=1, n_epochs=60, metrics={"loss": 4.3}))
+    v, m, text = tr.update(ProgressEvent("epoch", epoch=1, n_epochs=60,
+                                         metrics={"loss": 4.2, "val_loss": 4.05, "best_epoch": 1, "stopped": False}))
+    assert (v, m) == (50, 3000) and "validation 4.050 (best epoch 1)" in text
+    assert "at most" in text  # the epochs are a cap when validation chooses the length
+    v, m, text = tr.update(ProgressEvent("epoch", epoch=12, n_epochs=60,
+                                         metrics={"loss": 3.9, "val_loss": 3.99, "best_epoch": 3, "stopped": True}))
+    assert v == m == 3000 and text == "epoch 12: validation loss no longer improving, training ends (best epoch 3)"
+
+
 def test_job_elapsed_is_known_when_done_runs(monkeypatch):
     import time
 

@@ -187,6 +187,7 @@ class ProgressTracker:
         self.value, self.maximum, self.text = 0, 0, f"{desc}…"
         self._first: tuple[float, int] | None = None
         self._loss: float | None = None
+        self._val: tuple[float, int | None] | None = None  # last validation loss and best epoch, when reported
 
     def update(self, ev) -> tuple[int, int, str]:
         if not isinstance(ev, ProgressEvent):
@@ -202,12 +203,21 @@ class ProgressTracker:
                 self.value = (ev.epoch - 1) * ev.total + ev.step
             elif ev.stage == "epoch" and self.maximum:
                 self.value = ev.epoch * (self.maximum // ev.n_epochs)
+            if ev.stage == "epoch" and "val_loss" in ev.metrics:  # a model that chooses its length by validation
+                self._val = (float(ev.metrics["val_loss"]), ev.metrics.get("best_epoch"))
+                if ev.metrics.get("stopped"):  # validation ends training before the epoch cap: the bar completes
+                    self.value = self.maximum
+                    self.text = (f"epoch {ev.epoch}: validation loss no longer improving, training ends "
+                                 f"(best epoch {self._val[1]})")
+                    return self.value, self.maximum, self.text
             parts = [f"epoch {ev.epoch}/{ev.n_epochs}"]
             if self._loss is not None:
                 parts.append(f"loss {self._loss:.3f}")
+            if self._val is not None:
+                parts.append(f"validation {self._val[0]:.3f} (best epoch {self._val[1]})")
             left = self.seconds_left()
-            if left is not None:
-                parts.append(f"{format_seconds(left)} left")
+            if left is not None:  # with a validation set the epochs are a cap: the time left is at most this
+                parts.append(f"{'at most ' if self._val is not None else ''}{format_seconds(left)} left")
             self.text = " · ".join(parts)
         elif ev.stage == "step" and ev.total:  # a task's own counted steps
             self.maximum, self.value = ev.total, ev.step
