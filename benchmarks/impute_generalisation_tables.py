@@ -194,24 +194,29 @@ def main(root: Path = ROOT) -> int:
     return 0
 
 
-def compare(roots: list[Path]) -> int:
-    """SQuINT's default row (X_nbr) and the goal's four checks, per dataset, for each results folder."""
-    print("| dataset | SQuINT options | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | code top-1 ↑ | goal checks met |")
-    print("|---|---|---|---|---|---|---|")
+def _merged(roots: list[Path]):
+    """``(dataset, merged results)`` for every dataset of every folder, datasets in name order, folders in the
+    order given (each folder's merged JSON, written by its tables run)."""
     names = sorted({p.name for r in roots for p in r.iterdir() if (p / "impute_patches_merged.json").exists()})
     for name in names:
         for root in roots:
             f = root / name / "impute_patches_merged.json"
-            if not f.exists():
-                continue
-            res = json.loads(f.read_text())
-            n = res["summary"]["X_nbr"]
-            d = n[DEFAULT]
-            met = [ok for _, ok in _checks(n)]
-            tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
-            run = ", ".join(f"{k}={v}" for k, v in _variant(res).items()) or "defaults"
-            print(f"| {_label(name)} | {run} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
-                  f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
+            if f.exists():
+                yield name, json.loads(f.read_text())
+
+
+def compare(roots: list[Path]) -> int:
+    """SQuINT's default row (X_nbr) and the goal's four checks, per dataset, for each results folder."""
+    print("| dataset | SQuINT options | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | code top-1 ↑ | goal checks met |")
+    print("|---|---|---|---|---|---|---|")
+    for name, res in _merged(roots):
+        n = res["summary"]["X_nbr"]
+        d = n[DEFAULT]
+        met = [ok for _, ok in _checks(n)]
+        tok = (res["summary"].get("tokens") or {}).get("SQuINT masked-code head (context)")
+        run = ", ".join(f"{k}={v}" for k, v in _variant(res).items()) or "defaults"
+        print(f"| {_label(name)} | {run} | {_fmt(d, 'pc_gene', 3)} | {_fmt(d, 'mmd', 4)} | "
+              f"{_fmt(d, 'energy', 3)} | {_fmt(tok, 'code_top1', 3)} | {sum(met)} of 4 |")
     return 0
 
 
@@ -231,25 +236,19 @@ def compare_cifm(roots: list[Path]) -> int:
     print("| dataset | CIFM options | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | "
           "PC vs nbr avg | MMD / nbr avg's | CIFM s per seed |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    names = sorted({p.name for r in roots for p in r.iterdir() if (p / "impute_patches_merged.json").exists()})
-    for name in names:
-        for root in roots:
-            f = root / name / "impute_patches_merged.json"
-            if not f.exists():
-                continue
-            res = json.loads(f.read_text())
-            x, n = res["summary"]["X"].get("CIFM"), res["summary"]["X_nbr"]
-            c, a = n.get("CIFM"), n[NAVG]
-            if c is None:
-                continue
-            wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
-            secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
-            eps = [r["training"]["CIFM"]["epochs"] for r in res["runs"] if "CIFM" in r.get("training", {})]
-            trained = f" ({'/'.join(map(str, eps))} epochs)" if eps else ""
-            print(f"| {_label(name)} | {_cifm_options(res)} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
-                  f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
-                  f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
-                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f}{trained} |")
+    for name, res in _merged(roots):
+        x, n = res["summary"]["X"].get("CIFM"), res["summary"]["X_nbr"]
+        c, a = n.get("CIFM"), n[NAVG]
+        if c is None:
+            continue
+        wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
+        secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
+        eps = [r["training"]["CIFM"]["epochs"] for r in res["runs"] if "CIFM" in r.get("training", {})]
+        trained = f" ({'/'.join(map(str, eps))} epochs)" if eps else ""
+        print(f"| {_label(name)} | {_cifm_options(res)} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
+              f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
+              f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
+              f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f}{trained} |")
     return 0
 
 

@@ -5,7 +5,7 @@ Run on 2026-12-08 (CIFM trained for the fixed 60 epochs, val_frac=0, as below), 
     ../shared/data/merfish_hypothalamus_moffitt2018_9sections.h5ad 0 \
     Animal1_Bregma_-0.19,Animal1_Bregma_-0.14,Animal1_Bregma_-0.09 Animal1_Bregma_-0.14
 """
-import sys, time, json, pickle
+import sys, time, json
 import numpy as np, anndata as ad, torch
 from napari_squint import metrics as M
 from napari_squint.api.cifm import Cifm
@@ -61,4 +61,4 @@ for name, f in [("match sd", np.clip(s_obs / np.maximum(s_t, 1e-6), 1, 20)), ("h
     res[name] = score(np.maximum(mu + (xl - mu) * f, 0))
 print(json.dumps(res), flush=True)
 nbl = M.neighbourhood_average(full.coords, counts, ~held, test, k=8, section=a.obs["section"].astype(str).to_numpy() if "section" in a.obs else None)
-print("nbr avg", score_n := M.evaluate_imputation(truth_n, M.nbr_profile(counts, nbl, held, nb, test), pca=pca_n, seed=seed, max_n=2000))
+print("nbr avg", M.evaluate_imputation(truth_n, M.nbr_profile(counts, nbl, held, nb, test), pca=pca_n, seed=seed, max_n=2000))
