@@ -299,6 +299,9 @@ class CifmConfig:
     #: in-painting (impute_cells and the Imputer) adds the mean masked-reconstruction error of each target's k nearest
     #: measured cells (api/cifm_residual.py; off: docs/cifm.md)
     residual: bool = False
+    #: draw="sample": each imputed cell is one of its ``donors`` best-matched measured cells (predictive mean
+    #: matching, api/cifm_pmm.py; 5 as in common multiple-imputation practice, not tuned)
+    donors: int = 5
     #: on log expression: "balanced_mse_capped" (zeros weigh min(0.5, their share of the panel): eq. 15 on sparse
     #: panels, share weights on dense ones; models/cifm_loss.py), "balanced_mse" (eq. 15), "mse"; or "poisson" on
     #: expression per 10^4. Empty cells (no count) are never targets
@@ -322,7 +325,8 @@ class CifmConfig:
     def validate(self) -> CifmConfig:
         """Check every value; raises ``ValueError`` naming the option."""
         check_options("CIFM", self, pos_int=("k", "max_degree", "tile_cells", "hidden", "latent", "layers",
-                                             "batch_size", "infer_cells", "epochs", "blob_cells", "patience"),
+                                             "batch_size", "infer_cells", "epochs", "blob_cells", "patience",
+                                             "donors"),
                       nonneg_int=("seed", "min_steps"), optional_pos_int=("max_neighbours", "num_threads"),
                       optional_nonneg_int=("halo_hops",), optional_pos_float=("radius",),
                       pos_float=("radius_factor", "lr", "coord_scale"), open_unit=("mask_ratio",),

@@ -72,8 +72,9 @@ class Cifm(BaseModel):
     #: no context method: CIFM reads its radius graph, not a kNN row it could swap
     impute_methods = ("infill", "oneshot")
     default_method = "infill"
-    #: no token distribution or count dispersion to draw from
-    draws = ("mean",)
+    #: "mean": the decoded conditional mean; "sample": a measured donor cell drawn by predictive mean matching
+    #: (api/cifm_pmm.py: the spread of real cells, at a cost in correlation; docs/cifm.md)
+    draws = ("mean", "sample")
     default_draw = "mean"
     perturbation = "inject"
 
@@ -187,7 +188,8 @@ class Cifm(BaseModel):
         return out
 
     def impute_cells(self, data: PreparedSlide, masked: np.ndarray, *, cells: np.ndarray | None = None,
-                     library: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     library: np.ndarray | None = None, draw: str = "mean",
+                     seed: int | None = None) -> dict[str, np.ndarray]:
         """Impute ``cells`` (default: the masked ones) from their microenvironment.
 
         With ``config.impute_path="oneshot"`` all ``masked`` cells are removed
@@ -198,7 +200,10 @@ class Cifm(BaseModel):
         turned into counts with :func:`counts_from_log` at an estimated depth:
         a masked cell's library is the median library of the observed cells of
         its section (unless ``library`` (n,) is given), exactly as in
-        ``Squint.impute_cells``.
+        ``Squint.impute_cells``. With ``draw="sample"`` each masked cell's
+        profile is instead a measured cell drawn by predictive mean matching
+        (:func:`~napari_squint.api.cifm_pmm.draw_from_donors`, ``config.donors``
+        donors, ``seed`` default ``config.seed``; the residual correction is not applied).
 
         Returns
         -------
@@ -220,7 +225,13 @@ class Cifm(BaseModel):
         # the latent
         all_masked = np.flatnonzero(masked)
         x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
-        if self.config.residual and all_masked.size:
+        if draw not in self.draws:
+            raise ValueError(f"draw={draw!r}: CIFM offers {list(self.draws)}")
+        if draw == "sample" and all_masked.size:
+            drawn = self.donor_draw(graph, masked, data.batch, x_all[all_masked].toarray(), data.batch[all_masked],
+                                    seed=self.config.seed if seed is None else seed)
+            x_all = replace_rows(x_all, all_masked, drawn)
+        elif self.config.residual and all_masked.size:
             shift = self.local_correction(data, graph, masked, data.coords[all_masked], data.batch[all_masked])
             x_all = replace_rows(x_all, all_masked, np.maximum(x_all[all_masked].toarray() + shift, 0.0))
         x_cells = x_all[cells].toarray()
@@ -235,6 +246,19 @@ class Cifm(BaseModel):
         return {"imputed": imputed, "imputed_nbr": nbr_sum, "x_log": x_cells,
                 "tokens": np.full(cells.size, -1, dtype=np.int64),
                 "codes": np.zeros((cells.size, 0), dtype=np.int64), "latent": latent, "cells": cells}
+
+    def donor_draw(self, graph, masked: np.ndarray, section: np.ndarray, target_log: np.ndarray,
+                   target_section: np.ndarray, *, seed: int) -> np.ndarray:
+        """``(t, g)`` log profiles of measured donor cells matched to the targets' reconstructions ``target_log``
+        (predictive mean matching, :func:`napari_squint.api.cifm_pmm.draw_from_donors`). ``graph`` is the radius
+        graph the targets are decoded on, ``masked`` (len(graph),) the targets, ``section`` (n,) the labels of its
+        first n cells (the slide's) and ``target_section`` (t,) the targets' labels, comparable with them."""
+        from napari_squint.api.cifm_pmm import draw_from_donors
+
+        return draw_from_donors(
+            lambda m, rows: reconstruct_tiled(self.module, graph, m, rows, self.config, self.device),
+            graph.x_in, masked, section, target_log, target_section, mask_ratio=self.config.mask_ratio,
+            donors=self.config.donors, seed=seed)
 
     def local_correction(self, data: PreparedSlide, graph, masked: np.ndarray, query_xy: np.ndarray,
                          query_section: np.ndarray, section: np.ndarray | None = None) -> np.ndarray:
@@ -385,9 +409,10 @@ def benchmark_method(
     genes: int | str | Sequence[str] | None = "all",
     seed: int = 0,
     callback: Callable[[ProgressEvent], None] | None = None,
+    draws: Sequence[str] = ("mean",),
     **options,
 ) -> dict:
-    """CIFM as an imputation method: train without ``heldout``, then impute it.
+    """CIFM as an imputation method: train without ``heldout``, then impute it (once per entry of ``draws``).
 
     Parameters
     ----------
@@ -405,8 +430,8 @@ def benchmark_method(
     Returns
     -------
     dict with ``imputed`` and ``imputed_nbr`` (m, g) expected counts (see
-    :meth:`Cifm.impute_cells`), ``cells`` (m,), ``model`` (the trained Cifm)
-    and ``train_seconds``.
+    :meth:`Cifm.impute_cells`) of the first draw, ``by_draw`` (draw -> (imputed, imputed_nbr)) for every draw,
+    ``cells`` (m,), ``model`` (the trained Cifm) and ``train_seconds``.
     """
     heldout = np.asarray(heldout, dtype=bool)
     model = Cifm(adata, section_key=section_key, spatial_key=spatial_key, genes=genes, holdout=heldout,
@@ -416,21 +441,28 @@ def benchmark_method(
     seconds = time.perf_counter() - t0
     data = model.prepare(adata)
     cells = np.flatnonzero(heldout) if test_idx is None else np.asarray(test_idx, dtype=np.int64)
-    res = model.impute_cells(data, heldout, cells=cells)
-    return {"imputed": res["imputed"], "imputed_nbr": res["imputed_nbr"], "cells": cells, "model": model,
+    by_draw = {}
+    for draw in draws:
+        res = model.impute_cells(data, heldout, cells=cells, draw=draw, seed=seed)
+        by_draw[draw] = (res["imputed"], res["imputed_nbr"])
+    first = by_draw[draws[0]]
+    return {"imputed": first[0], "imputed_nbr": first[1], "by_draw": by_draw, "cells": cells, "model": model,
             "train_seconds": seconds}
 
 
 def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_key: str = K.SPATIAL_KEY,
                           genes: int | str | Sequence[str] | None = "all", seed: int | None = None,
-                          **options) -> Callable[[AnnData, np.ndarray, np.ndarray, int], tuple]:
+                          draws: Sequence[str] = ("mean",),
+                          **options) -> Callable[[AnnData, np.ndarray, np.ndarray, int], tuple | dict]:
     """An ``extra_methods`` entry for :func:`napari_squint.tasks.benchmark_impute.benchmark_impute`.
 
     >>> from napari_squint.tasks.benchmark_impute import benchmark_impute
     >>> res = benchmark_impute(adata, extra_methods={"CIFM": make_benchmark_method(epochs=30)})
 
     ``seed=None`` (the default) trains CIFM with each benchmark run's seed, as SQuINT is, so the spread over
-    seeds covers training as well as the patches; an integer fixes it for every run.
+    seeds covers training as well as the patches; an integer fixes it for every run. ``draws`` lists the
+    draws imputed from each trained model: with more than one the callable returns ``{"": ..., " sample": ...}``
+    (one benchmark row per draw, ``"mean"`` unnamed).
 
     Returns
     -------
@@ -443,18 +475,21 @@ def make_benchmark_method(*, section_key: str | None = K.SECTION_KEY, spatial_ke
     def method(adata: AnnData, holdout: np.ndarray, test_idx: np.ndarray,
                run_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         out = benchmark_method(adata, holdout, test_idx, section_key=section_key, spatial_key=spatial_key,
-                               genes=genes, seed=run_seed if seed is None else seed, **options)
+                               genes=genes, seed=run_seed if seed is None else seed, draws=draws, **options)
         hist = out["model"].history
         # how long this run's CIFM trained (the benchmark keeps it in the run's record)
         method.last_training = {"epochs": len(hist), "best_epoch": hist[-1].get("best_epoch") if hist else None,
                                 "stopped_by_validation": bool(hist and hist[-1].get("stopped", False)),
                                 "validation_cells": int(out["model"].meta.get("validation_cells", 0)),
                                 "train_seconds": float(out["train_seconds"])}
-        return out["imputed"], out["imputed_nbr"]
+        if len(draws) == 1:
+            return out["imputed"], out["imputed_nbr"]
+        return {("" if d == "mean" else f" {d}"): out["by_draw"][d] for d in draws}
 
     method.__name__ = "cifm"
     # every CIFM option as the model resolves it (defaults included), for the benchmark's record
     method.settings = {k: v for k, v in asdict(CifmConfig().update(**options)).items()
                        if k not in ("device", "num_threads")}
     method.settings["seed"] = "the run's seed" if seed is None else int(seed)
+    method.settings["draws"] = list(draws)
     return method

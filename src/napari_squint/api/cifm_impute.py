@@ -7,7 +7,8 @@ ring's imputed profile before the next one. Created cells join the radius
 graph of their section. ``tokens`` are -1 (CIFM has no tokens). With
 ``CifmConfig.residual`` the local residual correction
 (:mod:`napari_squint.api.cifm_residual`) is added afterwards, as in
-:meth:`~napari_squint.api.cifm.Cifm.impute_cells`.
+:meth:`~napari_squint.api.cifm.Cifm.impute_cells`; ``draw="sample"`` replaces
+each reconstruction by a measured donor cell (:mod:`napari_squint.api.cifm_pmm`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ class CifmImputeEngine(ImputeEngine):
             if method == "infill":
                 x_cur = replace_rows(x_cur, rows, log_normalise_rows(imputed[sel]))
                 masked[rows] = False
-        if cfg.residual:  # CifmConfig.residual: the measured cells' masked-reconstruction error, after the passes
+        if draw == "sample":  # predictive mean matching: measured donor cells matched to the reconstructions
+            drawn = model.donor_draw(graph, is_t, self.section_labels.astype(str), x_log, ts.sections.astype(str),
+                                     seed=seed)
+            imputed = counts_from_log(drawn, est[all_t])
+        elif cfg.residual:  # CifmConfig.residual: the measured cells' masked-reconstruction error, after the passes
             shift = model.local_correction(d, graph, is_t, ts.xy, ts.sections.astype(str),
                                            section=self.section_labels.astype(str))
             imputed = counts_from_log(np.maximum(x_log + shift, 0.0), est[all_t])

@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
     b.add_argument("--methods", default="context,infill,oneshot",
                    help="imputation methods scored (default context,infill,oneshot; the first also gets the "
                         "generated-counts rows)")
-    b.add_argument("--no-sample", action="store_true", help="skip the generated-counts (sample) rows")
+    b.add_argument("--no-sample", action="store_true",
+                   help="skip the drawn rows: SQuINT's generated counts and CIFM's donor draws ('... sample')")
     b.add_argument("--threads", type=common.positive_int, default=None, help="torch CPU threads")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra SQuINT option for every variant, e.g. --option heads=8 (repeatable)")
@@ -96,6 +97,7 @@ def run(args) -> int:
         from napari_squint.api.cifm import make_benchmark_method
 
         extra["CIFM"] = make_benchmark_method(section_key=common.section_key(args), spatial_key=args.spatial_key,
+                                              draws=("mean",) if args.no_sample else ("mean", "sample"),
                                               **_options(args.cifm_option, "--cifm-option"))
     elif args.cifm_option:
         raise ValueError("--cifm-option needs CIFM: drop --no-cifm")

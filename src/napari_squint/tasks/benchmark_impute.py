@@ -52,7 +52,8 @@ Extra methods (e.g. CIFM) plug in through ``extra_methods``: a dict
 ``name -> callable(adata, holdout_mask, test_idx, seed) -> (imputed, imputed_nbr)``
 (``seed``: the run's seed, so a trained method varies from seed to seed as SQuINT does)
 with ``(n_test, n_genes)`` counts in the benchmark's gene order
-(``imputed_nbr`` may be None: it is then the sum above). A callable's
+(``imputed_nbr`` may be None: it is then the sum above), or a dict ``suffix -> (imputed, imputed_nbr)``
+giving several rows of one trained method, named ``name + suffix`` (CIFM's ``""`` and ``" sample"``). A callable's
 ``settings`` dict, if it has one, is recorded in ``config["extra_settings"]``.
 """
 
@@ -331,11 +332,14 @@ def iter_benchmark_impute(
         for name, fn in extra_methods.items():
             t0 = time.perf_counter()
             out = fn(data_all, held.copy(), test.copy(), int(seed))
-            x, xn = out if isinstance(out, tuple) else (out, None)
-            x = np.asarray(x, dtype=np.float64)
-            if x.shape != truth.shape:
-                raise SlideError(f"extra method {name!r} returned shape {x.shape}; expected {truth.shape}")
-            score(name, x, None if xn is None else np.asarray(xn, dtype=np.float64))
+            rows = out if isinstance(out, Mapping) else {"": out}  # several rows of one trained method
+            for suffix, got in rows.items():
+                x, xn = got if isinstance(got, tuple) else (got, None)
+                x = np.asarray(x, dtype=np.float64)
+                if x.shape != truth.shape:
+                    raise SlideError(f"extra method {name + suffix!r} returned shape {x.shape}; "
+                                     f"expected {truth.shape}")
+                score(name + suffix, x, None if xn is None else np.asarray(xn, dtype=np.float64))
             seconds[name] = time.perf_counter() - t0
             if isinstance(getattr(fn, "last_training", None), dict):  # what the method says of its last training
                 training[name] = dict(fn.last_training)
