@@ -139,6 +139,8 @@ def test_benchmark_cli_adds_a_cifm_row_in_the_same_run(files):
         assert {"CIFM", "SQuINT (oneshot)", "neighbourhood average"} <= set(res["summary"][target])
         assert np.isfinite(res["summary"][target]["CIFM"]["pc_cell"]["mean"])
     assert res["config"]["extra_methods"] == ["CIFM"]
+    # --no-sample leaves out every drawn row, CIFM's donor draw too
+    assert "CIFM sample" not in res["summary"]["X_nbr"] and res["config"]["extra_settings"]["CIFM"]["draws"] == ["mean"]
     # how long CIFM trained in the run: one epoch (the cap), its validation tiles, its seconds
     tr = res["runs"][0]["training"]["CIFM"]
     assert tr["epochs"] == 1 and tr["best_epoch"] == 1 and tr["validation_cells"] > 0 and tr["train_seconds"] > 0
@@ -147,3 +149,32 @@ def test_benchmark_cli_adds_a_cifm_row_in_the_same_run(files):
 def test_benchmark_cli_cifm_option_needs_cifm(files, capsys):
     rc = main(["benchmark", "impute", str(files["data"]), "--no-cifm", "--cifm-option", "epochs=1"])
     assert rc == 2 and "--cifm-option needs CIFM" in capsys.readouterr().err
+
+
+def test_impute_cli_draws_measured_cells_with_a_cifm_model(files):
+    """``--draw sample`` with a CIFM model: every imputed cell of the populated polygon is a measured cell."""
+    import anndata as ad
+
+    from napari_squint.api.cifm import Cifm
+    from napari_squint.data.imputation import log_normalise_rows
+
+    root = files["root"]
+    model = Cifm(files["adata"], epochs=1, hidden=8, latent=4, layers=1, batch_size=256, tile_cells=64, device="cpu")
+    model.train()
+    model.save(root / "cifm")
+    out = root / "cifm_drawn.h5ad"
+    rc = main(["impute", str(root / "cifm"), str(files["data"]), "--polygons", str(files["polygons"]),
+               "--draw", "sample", "--seed", "2", "--out", str(out)])
+    assert rc == 0
+    got = ad.read_h5ad(out)
+    imputed = np.asarray(got.layers["imputed"], dtype=np.float64)
+    measured = files["adata"].X.toarray() if hasattr(files["adata"].X, "toarray") else np.asarray(files["adata"].X)
+    ref = log_normalise_rows(measured)
+    drawn = log_normalise_rows(imputed)
+    assert got.n_obs > 0 and got.obs["squint_created"].any()  # the patch's cells and the tear's new cells
+    index = {name: i for i, name in enumerate(files["adata"].obs_names)}
+    for name, row, new in zip(got.obs_names, drawn, got.obs["squint_created"].to_numpy()):
+        match = set(np.flatnonzero(np.abs(ref - row).max(1) < 1e-3).tolist())
+        if not new:
+            match.discard(index[name])  # another cell's profile, never the target's own (it is masked)
+        assert match, f"{name} is no measured donor's profile"  # new cells are drawn from the measured too

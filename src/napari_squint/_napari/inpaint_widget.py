@@ -41,8 +41,9 @@ class InpaintWidget(SquintDock):
         form.addRow("method", self.method_combo)
         self.draw_combo = QComboBox()
         self.draw_combo.setToolTip("mean: expected counts; logmean: counts whose log-normalised values are the "
-                                   "expected log-normalised expression (what analyses read); sample: generated "
-                                   "counts, as spread as real cells")
+                                   "expected log-normalised expression (what analyses read); sample: as spread "
+                                   "as real cells (SQuINT: generated counts; CIFM: a measured cell matched to "
+                                   "the prediction)")
         form.addRow("profile", self.draw_combo)
         imp = _impute()
         self._set_choices(list(imp.METHODS), imp.DEFAULT_METHOD, list(imp.DRAWS), imp.DEFAULT_DRAW)

@@ -19,8 +19,10 @@ def add_parser(sub) -> None:
                    help="imputed_nbr as measured + imputed members (sum; default) or from the decoder head")
     p.add_argument("--draw", choices=["mean", "logmean", "sample"], default=None,
                    help="expected counts (mean), counts whose log-normalisation is the expected log-normalised "
-                        "expression (logmean), or generated counts (sample: a token drawn from the masked-code "
-                        "head, then negative-binomial counts; seeded by --seed); default logmean for SQuINT, mean for CIFM")
+                        "expression (logmean), or a draw as spread as real cells (sample, seeded by --seed: SQuINT "
+                        "draws a token from the masked-code head, then negative-binomial counts; CIFM a measured "
+                        "cell whose masked reconstruction matches the target's); default logmean for SQuINT, mean "
+                        "for CIFM")
     p.add_argument("--no-residual", action="store_true",
                    help="leave out the local residual correction (the model's error on the measured "
                         "microenvironments nearest each cell, added on the log scale; on by default with --draw "

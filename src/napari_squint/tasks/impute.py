@@ -49,9 +49,12 @@ turns tokens into gene proportions, scaled by an estimated read depth
 ``"mean"``
     The expected counts under the token mixture.
 ``"sample"``
-    Generated counts (one token drawn, then negative-binomial counts), which
-    reproduce the spread of real cells (far better MMD and energy distance)
-    but correlate much less with the truth (docs/imputation.md).
+    SQuINT: generated counts (one token drawn, then negative-binomial counts).
+    CIFM: a measured cell of the section whose masked reconstruction matches
+    the target's (predictive mean matching, :mod:`napari_squint.api.cifm_pmm`).
+    Both reproduce the spread of real cells (far better MMD and energy
+    distance) but correlate much less with the truth (docs/imputation.md,
+    docs/cifm.md).
 
 With ``draw="logmean"`` both profiles then get the local residual
 correction (``residual=True``, :mod:`napari_squint.api.squint_residual`): the
