@@ -9,7 +9,7 @@ dataset (:func:`napari_squint.tasks.benchmark_impute.merge_results`), writes the
 An optional argument names another results folder of the same layout (``OUT_ROOT`` of
 ``benchmarks/impute_generalisation.sh``), e.g. ``docs/results/generalisation_calibrated``. ``--compare ROOT ...``
 prints one table of SQuINT's default output row across several such folders (run after each folder's tables, which
-write the merged JSON it reads); ``--compare-cifm ROOT ...`` the same for CIFM's row::
+write the merged JSON it reads); ``--compare-cifm ROOT ...`` the same for CIFM's rows (decoded mean, donor draw)::
 
     .venv/bin/python benchmarks/impute_generalisation_tables.py --compare docs/results/generalisation \
         docs/results/generalisation_calibrated docs/results/generalisation_model_options
@@ -239,23 +239,25 @@ def _cifm_options(res: dict) -> str:
 
 
 def compare_cifm(roots: list[Path]) -> int:
-    """CIFM's row (X and X_nbr) and its two checks, per dataset, for each results folder."""
-    print("| dataset | CIFM options | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | "
+    """CIFM's rows (X and X_nbr; the decoded mean and, where run, the donor draw) and their two checks, per dataset,
+    for each results folder."""
+    print("| dataset | CIFM options | draw | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | "
           "PC vs nbr avg | MMD / nbr avg's | CIFM s per seed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, res in _merged(roots):
-        x, n = res["summary"]["X"].get("CIFM"), res["summary"]["X_nbr"]
-        c, a = n.get("CIFM"), n[NAVG]
-        if c is None:
-            continue
-        wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
-        secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
-        eps = [r["training"]["CIFM"]["epochs"] for r in res["runs"] if "CIFM" in r.get("training", {})]
-        trained = f" ({'/'.join(map(str, eps))} epochs)" if eps else ""
-        print(f"| {_label(name)} | {_cifm_options(res)} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
-              f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
-              f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
-              f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f}{trained} |")
+        n, a = res["summary"]["X_nbr"], res["summary"]["X_nbr"][NAVG]
+        for row, draw in (("CIFM", "mean"), ("CIFM sample", "sample")):
+            x, c = res["summary"]["X"].get(row), n.get(row)
+            if c is None:
+                continue
+            wins = c["pc_gene"]["mean"] > a["pc_gene"]["mean"]
+            secs = [r["seconds"].get("CIFM", float("nan")) for r in res["runs"]]
+            eps = [r["training"]["CIFM"]["epochs"] for r in res["runs"] if "CIFM" in r.get("training", {})]
+            trained = f" ({'/'.join(map(str, eps))} epochs)" if eps else ""
+            print(f"| {_label(name)} | {_cifm_options(res)} | {draw} | {_fmt(x, 'pc_gene', 3)} | {_fmt(x, 'mmd', 3)} | "
+                  f"{_fmt(c, 'pc_gene', 3)} | {_fmt(c, 'mmd', 3)} | {_fmt(c, 'energy', 2)} | "
+                  f"{c['pc_gene']['mean']:.3f} vs {a['pc_gene']['mean']:.3f}{'' if wins else ' (loses)'} | "
+                  f"{c['mmd']['mean'] / a['mmd']['mean']:.1f}x | {sum(secs) / len(secs):.0f}{trained} |")
     return 0
 
 
