@@ -241,8 +241,8 @@ def _cifm_options(res: dict) -> str:
 def compare_cifm(roots: list[Path]) -> int:
     """CIFM's rows (X and X_nbr; the decoded mean and, where run, the donor draw) and their two checks, per dataset,
     for each results folder."""
-    print("| dataset | CIFM options | draw | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | X_nbr energy ↓ | "
-          "PC vs nbr avg | MMD / nbr avg's | CIFM s per seed |")
+    print("| dataset | CIFM options | draw | X PC gene ↑ | X MMD ↓ | X_nbr PC gene ↑ | X_nbr MMD ↓ | "
+          "X_nbr energy ↓ | PC vs nbr avg | MMD / nbr avg's | CIFM s per seed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, res in _merged(roots):
         n, a = res["summary"]["X_nbr"], res["summary"]["X_nbr"][NAVG]
