@@ -12,6 +12,7 @@ computed on the first polygon and cached; the first polygon on a fresh
 Imputer is timed separately.
 
     python benchmarks/impute_speed.py [--cells 50000] [--polygon-cells 5000] [--repeats 5] [--threads 1]
+    python benchmarks/impute_speed.py --model cifm ...   # CIFM: infill / oneshot, decoded mean / donor draw
 
 Prints a JSON record: wall times per method and the CPU time of the process
 (``time.process_time``; with one torch thread it is what the wall time would
@@ -36,6 +37,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the record here")
+    p.add_argument("--model", choices=["squint", "cifm"], default="squint")
     args = p.parse_args(argv)
 
     import torch
@@ -53,7 +55,12 @@ def main(argv=None) -> dict:
     adata = make_tissue(n_cells=args.cells, n_genes=args.genes, n_sections=1, seed=0)
     t_make = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = Squint(adata, epochs=1, seed=0, kmeans_cells=5000)
+    if args.model == "cifm":
+        from napari_squint.api.cifm import Cifm
+
+        model = Cifm(adata, epochs=1, seed=0, val_frac=0.0)
+    else:
+        model = Squint(adata, epochs=1, seed=0, kmeans_cells=5000)
     model.train()
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -67,11 +74,14 @@ def main(argv=None) -> dict:
     region = Region(section, Point(centre).buffer(float(d[-1]) * 1.0005, quad_segs=32), "speed")
     import os
 
-    record = {"load_average": os.getloadavg(), "cells": adata.n_obs, "genes": adata.n_vars, "threads": args.threads,
+    record = {"model": args.model, "load_average": os.getloadavg(), "cells": adata.n_obs, "genes": adata.n_vars, "threads": args.threads,
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
               "seconds_make_tissue": t_make, "seconds_train_1_epoch": t_train, "seconds_prepare_once": t_prepare}
-    runs = ([(m, "logmean", None) for m in METHODS] + [("context", "logmean", False)]
-            + [(m, "mean", None) for m in METHODS] + [("context", "sample", None)])
+    if args.model == "cifm":  # CIFM has no residual by default and no context method
+        runs = [(m, d, None) for d in ("mean", "sample") for m in model.impute_methods]
+    else:
+        runs = ([(m, "logmean", None) for m in METHODS] + [("context", "logmean", False)]
+                + [(m, "mean", None) for m in METHODS] + [("context", "sample", None)])
     for method, draw, residual in runs:
         imputer.impute(regions=[region], method=method, draw=draw, residual=residual)  # warm-up
         times, cpu = [], []
@@ -88,12 +98,14 @@ def main(argv=None) -> dict:
     # the first polygon on a fresh Imputer also computes the residuals of the measured cells around it (then
     # cached for every later polygon): the defaults, cold
     cold = []
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if args.model == "squint" else 0):
         fresh = Imputer(model, adata)
         t0 = time.perf_counter()
         fresh.impute(regions=[region])
         cold.append(time.perf_counter() - t0)
-    record["context logmean first polygon"] = {"median_s": float(np.median(cold)), "times_s": [round(t, 4) for t in cold]}
+    if cold:
+        record["context logmean first polygon"] = {"median_s": float(np.median(cold)),
+                                                   "times_s": [round(t, 4) for t in cold]}
     print(json.dumps(record, indent=1))
     if args.json:
         with open(args.json, "w") as fh:
