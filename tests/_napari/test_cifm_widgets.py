@@ -127,6 +127,30 @@ def test_inpaint_a_polygon_with_cifm(cifm_trained, viewer, box, in_box):
     assert out.uns[K.UNS_KEY]["impute"]["params"]["model_kind"] == "cifm"
 
 
+def test_the_inpaint_dock_offers_cifms_donor_draw(cifm_trained, viewer, box, in_box):
+    """With a CIFM model the profile list holds CIFM's draws; "sample" gives every cell a measured cell's profile."""
+    from napari_squint._napari.inpaint_widget import InpaintWidget
+    from napari_squint.data.imputation import log_normalise_rows
+
+    w = InpaintWidget(viewer)
+    viewer.window.add_dock_widget(w, name="In-paint")
+    assert [w.draw_combo.itemText(i) for i in range(w.draw_combo.count())] == ["mean", "sample"]
+    world, bounds = box(viewer, 0, frac=(0.4, 0.6))
+    w.region.new_layer().add_polygons([world])
+    w.draw_combo.setCurrentText("sample")
+    w.impute()
+    assert w.last_error is None, w.last_error
+    assert w.output.uns[K.UNS_KEY]["impute"]["params"]["draw"] == "sample"
+    a = w.session.adata
+    genes = list(w.session.model.genes)
+    measured = log_normalise_rows(np.asarray(a[:, genes].X.toarray(), dtype=np.float64))
+    drawn = log_normalise_rows(np.asarray(w.output.layers[K.IMPUTED_LAYER], dtype=np.float64))
+    own = {name: i for i, name in enumerate(a.obs_names)}
+    for name, row in zip(w.output.obs_names, drawn):
+        match = set(np.flatnonzero(np.abs(measured - row).max(1) < 1e-3).tolist()) - {own[name]}
+        assert match, f"{name} got no measured cell's profile"
+
+
 def _with_path(model, path):
     """A shallow copy of ``model`` whose config asks for ``impute_path=path`` (the shared model stays as it is)."""
     import copy
