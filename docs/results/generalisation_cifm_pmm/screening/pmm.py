@@ -111,9 +111,20 @@ def local(p, K, m, g_sel=None, cells=allm):
     return np.log1p(lin[rows].mean(1))
 
 
-for K, m in [(8, 8), (16, 8), (32, 8), (64, 8), (16, 4), (32, 4), (32, 1), (64, 1)]:
+for K, m in ([] if os.environ.get("NEAR_DONORS") else [(8, 8), (16, 8), (32, 8), (64, 8), (16, 4), (32, 4), (32, 1), (64, 1)]):
     res[f"local pool K={K}, mean of best m={m}"] = score(local(raw, K, m))
-if os.environ.get("ONLY_LOCAL"):
+if os.environ.get("NEAR_DONORS"):  # donors: only the N measured cells nearest the targets (a pool that follows the polygon)
+    from scipy.spatial import cKDTree as _T
+    for N in [int(v) for v in os.environ["NEAR_DONORS"].split(",")]:
+        pool = np.flatnonzero(~masked & np.isin(data.batch, np.unique(grp)))
+        dist, _ = _T(np.asarray(data.coords, dtype=np.float64)[allm]).query(np.asarray(data.coords, dtype=np.float64)[pool])
+        near_cells = np.sort(pool[np.argsort(dist)[:N]])
+        r_near = masked_residuals(rec, graph.x_in, masked, near_cells, cfg.mask_ratio, seed=seed)
+        m_near = data.x_in[near_cells].toarray()
+        mt = DonorMatcher(m_near - r_near, m_near, groups=data.batch[near_cells])
+        res[f"pmm after, d=5, {N} nearest donors"] = score(mt.draw(raw, 5, np.random.default_rng(seed), grp))
+    res["pmm after, d=5 (section)"] = score(matcher.draw(raw, 5, np.random.default_rng(seed), grp))
+if os.environ.get("ONLY_LOCAL") or os.environ.get("NEAR_DONORS"):
     for k, v in res.items():
         print(f"{k:42s} {v}", flush=True)
     sys.exit()
