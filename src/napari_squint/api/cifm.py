@@ -217,6 +217,8 @@ class Cifm(BaseModel):
             the cell with every masked cell carrying its reconstruction;
             ``cells`` (m,).
         """
+        if draw not in self.draws:
+            raise ValueError(f"draw={draw!r}: CIFM offers {list(self.draws)}")
         masked = self._check_mask(data, masked)
         cells = np.flatnonzero(masked) if cells is None else np.asarray(cells, dtype=np.int64)
         est = masked_depth(data, masked, library)
@@ -225,8 +227,6 @@ class Cifm(BaseModel):
         # the latent
         all_masked = np.flatnonzero(masked)
         x_all, _ = infill_tiled(self.module, graph, masked, self.config, self.device, path=self.config.impute_path)
-        if draw not in self.draws:
-            raise ValueError(f"draw={draw!r}: CIFM offers {list(self.draws)}")
         if draw == "sample" and all_masked.size:
             drawn = self.donor_draw(graph, masked, data.batch, x_all[all_masked].toarray(), data.batch[all_masked],
                                     seed=self.config.seed if seed is None else seed)

@@ -33,9 +33,10 @@ def donor_cells(section: np.ndarray, measured: np.ndarray, target_sections: np.n
     """Sorted indices of the donor cells: ``measured`` (n,) bool cells whose ``section`` (n,) label is among
     ``target_sections``, at most ``max_donors`` of them per section (drawn at random with ``seed``)."""
     rng = np.random.default_rng(seed)
+    measured, section = np.asarray(measured, dtype=bool), np.asarray(section)
     out = []
     for s in np.unique(np.asarray(target_sections)):
-        pool = np.flatnonzero(np.asarray(measured, dtype=bool) & (np.asarray(section) == s))
+        pool = np.flatnonzero(measured & (section == s))
         if pool.size > max_donors:
             pool = np.sort(rng.choice(pool, max_donors, replace=False))
         out.append(pool)
@@ -63,19 +64,22 @@ class DonorMatcher:
         centred = predicted - self._mean
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         self._basis = vt[: min(n_components, vt.shape[0])].T
-        proj = centred @ self._basis
+        proj = self.project(predicted)
         self._trees = {}
         for gname in np.unique(self.groups):
             rows = np.flatnonzero(self.groups == gname)
             self._trees[gname] = (rows, cKDTree(proj[rows]))
 
+    def project(self, predicted: np.ndarray) -> np.ndarray:
+        """``(t, c)`` coordinates of (t, g) log-space predictions in the donors' principal components."""
+        return (np.asarray(predicted, dtype=np.float64) - self._mean) @ self._basis
+
     def nearest(self, predicted: np.ndarray, d: int, groups: np.ndarray | None = None) -> np.ndarray:
         """``(t, d)`` donor rows whose predictions are nearest each target's ``predicted`` (t, g) profile, among
         its group's donors (fewer than ``d`` in a group: its donors repeat)."""
-        predicted = np.asarray(predicted, dtype=np.float64)
-        groups = np.zeros(predicted.shape[0], dtype=self.groups.dtype) if groups is None else np.asarray(groups)
-        proj = (predicted - self._mean) @ self._basis
-        out = np.zeros((predicted.shape[0], d), dtype=np.int64)
+        proj = self.project(predicted)
+        groups = np.zeros(proj.shape[0], dtype=self.groups.dtype) if groups is None else np.asarray(groups)
+        out = np.zeros((proj.shape[0], d), dtype=np.int64)
         for gname in np.unique(groups):
             if gname not in self._trees:
                 raise ValueError(f"no donor cells in group {str(gname)!r}")

@@ -96,7 +96,7 @@ res = {}
 raw = infill()
 res["infill (default)"] = score(raw)
 from napari_squint.api.cifm_residual import nearest_measured
-proj = lambda x: (np.asarray(x, dtype=np.float64) - matcher._mean) @ matcher._basis
+proj = matcher.project
 pd_proj = proj(pred_d)
 lin = np.expm1(meas)
 
